@@ -1,0 +1,85 @@
+"""Human passwords: argon2id, hashed off the event loop with bounded concurrency.
+
+Parameters (RFC 9106 section 4, the second recommended option): time_cost 3,
+memory 64 MiB, parallelism 4. Memory is what makes GPU guessing expensive; at
+most `hash_concurrency` hashes run at once (default 2, one per core), so 50
+simultaneous logins need 2 x 64 MiB, not 50 x 64 MiB, and queue instead of
+starving the requests that do not hash.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from concurrent.futures import ThreadPoolExecutor
+
+from argon2 import PasswordHasher as Argon2Hasher
+from argon2 import Type
+from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+
+from service.config import Argon2Params
+
+MIN_PASSWORD_CHARS = 8
+MAX_PASSWORD_CHARS = 1024
+
+
+class PasswordHasher:
+    def __init__(self, params: Argon2Params, concurrency: int) -> None:
+        self._argon2 = Argon2Hasher(
+            time_cost=params.time_cost,
+            memory_cost=params.memory_kib,
+            parallelism=params.parallelism,
+            hash_len=32,
+            salt_len=16,
+            type=Type.ID,
+        )
+        # argon2-cffi releases the GIL while hashing, so threads give real parallelism.
+        self._executor = ThreadPoolExecutor(max_workers=concurrency,
+                                            thread_name_prefix="rotor-argon2")
+        self._slots = asyncio.Semaphore(concurrency)
+        self._dummy_hash: str | None = None
+
+    async def hash(self, password: str) -> str:
+        async with self._slots:
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(self._executor, self._argon2.hash, password)
+
+    async def verify(self, stored_hash: str | None, password: str) -> bool:
+        """Verify; an unknown user (`stored_hash` None) costs one real hash too,
+        so neither the answer nor its timing says whether the user exists."""
+        if stored_hash is None:
+            stored_hash = await self._dummy()
+            await self._verify(stored_hash, password)
+            return False
+        return await self._verify(stored_hash, password)
+
+    def needs_rehash(self, stored_hash: str) -> bool:
+        return self._argon2.check_needs_rehash(stored_hash)
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    async def _verify(self, stored_hash: str, password: str) -> bool:
+        async with self._slots:
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(self._executor, self._verify_sync,
+                                              stored_hash, password)
+
+    def _verify_sync(self, stored_hash: str, password: str) -> bool:
+        try:
+            return self._argon2.verify(stored_hash, password)
+        except (VerifyMismatchError, VerificationError, InvalidHashError):
+            return False
+
+    async def _dummy(self) -> str:
+        if self._dummy_hash is None:
+            self._dummy_hash = await self.hash("rotor-dummy-password-for-unknown-users")
+        return self._dummy_hash
+
+
+def password_problem(password: str) -> str | None:
+    """Length in Unicode characters (CONTRACT 3.6); nothing is truncated."""
+    if len(password) < MIN_PASSWORD_CHARS:
+        return f"password must be at least {MIN_PASSWORD_CHARS} characters"
+    if len(password) > MAX_PASSWORD_CHARS:
+        return f"password must be at most {MAX_PASSWORD_CHARS} characters"
+    return None

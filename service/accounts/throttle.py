@@ -1,0 +1,84 @@
+"""Login-failure limits, kept in the database so they hold across processes.
+
+CONTRACT section 1: a failure counts against the username (known or not) and
+the client IP; once either has `max_failures` in the last `window` seconds,
+every further attempt is refused (429) without hashing, until enough failures
+age out. The limit is exact under concurrency: an attempt reserves its
+failure rows (under a per-subject advisory lock) before the password is
+hashed, and a successful login deletes them again.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from service.db.pool import Connection
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """The failure rows reserved for one password attempt."""
+
+    row_ids: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Subjects:
+    username: str
+    ip: str | None
+
+    def pairs(self) -> list[tuple[str, str]]:
+        items = [("username", self.username)]
+        if self.ip is not None:
+            items.append(("ip", self.ip))
+        return items
+
+
+class LoginThrottle:
+    def __init__(self, max_failures: int, window: int) -> None:
+        self.max_failures = max_failures
+        self.window = window
+
+    async def reserve(self, connection: Connection, subjects: Subjects) -> Attempt | int:
+        """In the caller's transaction: an Attempt, or the seconds to wait (locked)."""
+        wait = 0
+        for kind, subject in subjects.pairs():
+            # Fixed order (username, then ip) for every caller: no lock cycles.
+            await connection.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 7))",
+                                     f"{kind}:{subject}")
+            wait = max(wait, await self._seconds_locked(connection, kind, subject))
+        if wait > 0:
+            return wait
+        ids = await connection.fetch(
+            "INSERT INTO login_failures (subject_kind, subject) "
+            "SELECT * FROM unnest($1::text[], $2::text[]) RETURNING id",
+            [kind for kind, _ in subjects.pairs()], [subject for _, subject in subjects.pairs()],
+        )
+        return Attempt(tuple(row["id"] for row in ids))
+
+    async def succeeded(self, connection: Connection, subjects: Subjects,
+                        attempt: Attempt) -> None:
+        """A successful login clears that username's failures, and its own IP row."""
+        await connection.execute(
+            "DELETE FROM login_failures WHERE id = ANY($1::bigint[]) "
+            "OR (subject_kind = 'username' AND subject = $2)",
+            list(attempt.row_ids), subjects.username,
+        )
+
+    async def _seconds_locked(self, connection: Connection, kind: str, subject: str) -> int:
+        # The max_failures-th newest failure in the window: once it ages out,
+        # fewer than max_failures remain and the subject may try again.
+        remaining = await connection.fetchval(
+            """
+            SELECT extract(epoch FROM at + make_interval(secs => $3) - now())
+            FROM login_failures
+            WHERE subject_kind = $1 AND subject = $2 AND at > now() - make_interval(secs => $3)
+            ORDER BY at DESC
+            OFFSET $4 LIMIT 1
+            """,
+            kind, subject, self.window, self.max_failures - 1,
+        )
+        if remaining is None:
+            return 0
+        return max(1, math.ceil(float(remaining)))

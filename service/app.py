@@ -1,0 +1,131 @@
+"""create_app(settings): the one place that wires Rotor together."""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from joserfc.errors import SecurityWarning
+from litestar import Litestar
+from litestar.middleware import DefineMiddleware
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import ScalarRenderPlugin
+from litestar.openapi.spec import Components, SecurityScheme
+
+from service import __version__
+from service.accounts.clients import ClientStore
+from service.accounts.passwords import PasswordHasher
+from service.accounts.throttle import LoginThrottle
+from service.accounts.users import UserStore
+from service.config import Settings
+from service.db.migrate import head_revision
+from service.db.pool import Database
+from service.http.discovery import jwks, metadata
+from service.http.errors import EXCEPTION_HANDLERS
+from service.http.health import live, ready
+from service.http.middleware import DeadlineMiddleware, no_store
+from service.http.state import Services
+from service.http.token import token
+from service.tokens.access import AccessTokenIssuer
+from service.tokens.families import FamilyStore
+from service.tokens.grants import TokenService
+from service.tokens.keys import KeyRing, KeyStore
+from service.tokens.secretbox import SecretBox
+
+log = logging.getLogger("rotor")
+
+MAX_BODY_BYTES = 64 * 1024
+
+
+class SchemaNotReady(RuntimeError):
+    pass
+
+
+def quiet_known_warnings() -> None:
+    # CONTRACT section 1 names the algorithm "EdDSA" (RFC 8037); joserfc warns
+    # that RFC 9864 prefers "Ed25519". The name is the contract's to choose.
+    warnings.filterwarnings("ignore", message="EdDSA is deprecated", category=SecurityWarning)
+
+
+def build_services(settings: Settings, database: Database) -> Services:
+    box = SecretBox.for_purpose(settings.secret, b"signing-keys")
+    keys = KeyRing(KeyStore(box), database, access_ttl=settings.access_token_ttl,
+                   interval=settings.key_refresh_interval)
+    hasher = PasswordHasher(settings.argon2, settings.hash_concurrency)
+    clients, users = ClientStore(), UserStore()
+    tokens = TokenService(
+        database=database, clients=clients, users=users, hasher=hasher,
+        throttle=LoginThrottle(settings.login_max_failures, settings.login_window),
+        families=FamilyStore(idle_ttl=settings.refresh_idle_ttl,
+                             max_ttl=settings.family_max_ttl),
+        issuer=AccessTokenIssuer(settings, keys),
+    )
+    return Services(settings=settings, database=database, hasher=hasher, keys=keys,
+                    clients=clients, users=users, tokens=tokens)
+
+
+async def check_schema(database: Database) -> None:
+    async with database.connection() as connection:
+        exists = await connection.fetchval("SELECT to_regclass('alembic_version') IS NOT NULL")
+        current = await connection.fetchval("SELECT version_num FROM alembic_version") \
+            if exists else None
+    if current != head_revision():
+        raise SchemaNotReady(
+            f"database schema is at {current or 'nothing'}, not {head_revision()}: "
+            "run `rotor migrate` (DATABASE_URL) first"
+        )
+
+
+def create_app(settings: Settings) -> Litestar:
+    quiet_known_warnings()
+    database = Database(settings.database_url, timeout=settings.db_timeout,
+                        max_size=settings.db_pool_size)
+    services = build_services(settings, database)
+
+    @asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        await database.open()
+        try:
+            await check_schema(database)
+            await services.keys.start(settings.signing_alg)
+            app.state.services = services
+            yield
+        finally:
+            await services.keys.stop()
+            services.hasher.close()
+            await database.close()
+
+    return Litestar(
+        route_handlers=[token, jwks, metadata, live, ready],
+        lifespan=[lifespan],
+        exception_handlers=EXCEPTION_HANDLERS,
+        middleware=[DefineMiddleware(DeadlineMiddleware, deadline=settings.db_timeout)],
+        before_send=[no_store],
+        request_max_body_size=MAX_BODY_BYTES,
+        openapi_config=openapi_config(),
+        debug=False,
+        logging_config=None,
+    )
+
+
+def openapi_config() -> OpenAPIConfig:
+    return OpenAPIConfig(
+        title="Rotor",
+        version=__version__,
+        description="Short-lived access JWTs and rotating single-use refresh tokens.",
+        path="/schema",
+        render_plugins=[ScalarRenderPlugin()],
+        components=Components(security_schemes={
+            "client_secret_basic": SecurityScheme(type="http", scheme="basic"),
+            "bearer": SecurityScheme(type="http", scheme="bearer", bearer_format="JWT"),
+        }),
+        use_handler_docstrings=False,
+    )
+
+
+def app_from_env() -> Litestar:
+    """Factory for server worker processes: reads the environment when called."""
+    return create_app(Settings.from_env(os.environ))

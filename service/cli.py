@@ -1,0 +1,211 @@
+"""The `rotor` command (CONTRACT section 4). Output meant for scripts is JSON on stdout;
+messages for people go to stderr."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import json
+import os
+import secrets
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from service.config import ConfigError, Settings
+
+EMBEDDED_HOME = ".rotor"
+
+
+class Embedded:
+    """The embedded PostgreSQL (pgserver) under ./.rotor/, for a machine with nothing else."""
+
+    def __init__(self, home: Path) -> None:
+        self.home = home
+        self._server: Any = None
+
+    def start(self) -> str:
+        import pgserver
+
+        self.home.mkdir(parents=True, exist_ok=True)
+        self._server = pgserver.get_server(self.home / "pgdata", cleanup_mode="stop")
+        return str(self._server.get_uri())
+
+    def secret(self) -> str:
+        """ROTOR_SECRET generated once into ./.rotor/secret (mode 0600)."""
+        path = self.home / "secret"
+        if not path.exists():
+            value = base64.urlsafe_b64encode(secrets.token_bytes(32)).rstrip(b"=").decode()
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as handle:
+                handle.write(value + "\n")
+        return path.read_text().strip()
+
+
+def resolve_environment(env: Mapping[str, str]) -> tuple[dict[str, str], Embedded | None]:
+    """DATABASE_URL if set; else the embedded PostgreSQL, migrated, with its secret."""
+    resolved = dict(env)
+    if resolved.get("DATABASE_URL", "").strip():
+        return resolved, None
+    embedded = Embedded(Path(resolved.get("ROTOR_HOME", EMBEDDED_HOME)).resolve())
+    resolved["DATABASE_URL"] = embedded.start()
+    if not resolved.get("ROTOR_SECRET", "").strip():
+        resolved["ROTOR_SECRET"] = embedded.secret()
+    from service.db.migrate import upgrade
+
+    upgrade(resolved["DATABASE_URL"])
+    return resolved, embedded
+
+
+def _settings(env: Mapping[str, str]) -> tuple[Settings, Embedded | None]:
+    resolved, embedded = resolve_environment(env)
+    return Settings.from_env(resolved), embedded
+
+
+def cmd_serve(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    import uvicorn
+
+    resolved, embedded = resolve_environment(env)
+    settings = Settings.from_env(resolved)  # a bad value stops here, before any worker starts
+    os.environ.update({"DATABASE_URL": resolved["DATABASE_URL"],
+                       "ROTOR_SECRET": resolved["ROTOR_SECRET"]})
+    url = f"http://{args.host}:{args.port}"
+    print(_banner(url, settings, embedded), file=sys.stderr, flush=True)
+    uvicorn.run(
+        "service.app:app_from_env", factory=True, host=args.host, port=args.port,
+        workers=args.workers, access_log=False, log_level="warning", lifespan="on",
+        proxy_headers=False, server_header=False, loop="auto", http="auto",
+    )
+    return 0
+
+
+def _banner(url: str, settings: Settings, embedded: Embedded | None) -> str:
+    where = f"embedded PostgreSQL in {embedded.home / 'pgdata'}" if embedded else "DATABASE_URL"
+    return "\n".join([
+        f"Rotor listening on {url} (issuer {settings.issuer}; store: {where})",
+        "First client and user, from another terminal in this folder:",
+        "  .venv/bin/rotor create-client --name my-app --grant password --grant refresh_token",
+        "  ROTOR_PASSWORD='a long password' .venv/bin/rotor create-user --username alice",
+        f"Then: curl -u CLIENT_ID:CLIENT_SECRET -d grant_type=password -d username=alice "
+        f"--data-urlencode password='a long password' {url}/token",
+    ])
+
+
+def cmd_migrate(_: argparse.Namespace, env: Mapping[str, str]) -> int:
+    from service.db.migrate import head_revision, upgrade
+
+    resolved, _embedded = resolve_environment(env)
+    upgrade(resolved["DATABASE_URL"])
+    print(json.dumps({"revision": head_revision()}))
+    return 0
+
+
+async def _with_connection(settings: Settings, work: Any) -> Any:
+    from service.db.pool import Database
+
+    database = Database(settings.database_url, timeout=settings.db_timeout, max_size=2)
+    await database.open()
+    try:
+        async with database.transaction() as connection:
+            return await work(connection)
+    finally:
+        await database.close()
+
+
+def cmd_create_client(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    from service.accounts.clients import PUBLIC_GRANTS, ClientStore
+
+    grants = list(dict.fromkeys(args.grant or []))
+    if args.public and set(grants) - PUBLIC_GRANTS:
+        return _fail("a public client may use only the password and refresh_token grants")
+    settings, _embedded = _settings(env)
+
+    async def work(connection: Any) -> Any:
+        return await ClientStore().create(
+            connection, name=args.name, grant_types=grants,
+            scopes=list(dict.fromkeys(args.scope or [])), public=args.public,
+            can_introspect=args.introspect, is_admin=args.admin)
+
+    client, secret = asyncio.run(_with_connection(settings, work))
+    print(json.dumps({"client_id": client.client_id, "client_secret": secret}))
+    return 0
+
+
+def cmd_create_user(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    from service.accounts.passwords import PasswordHasher, password_problem
+    from service.accounts.users import UsernameTaken, UserStore
+
+    password = env.get("ROTOR_PASSWORD")
+    if password is None:
+        password = sys.stdin.readline().rstrip("\r\n")
+    problem = password_problem(password)
+    if problem:
+        return _fail(problem)
+    if not 1 <= len(args.username) <= 255:
+        return _fail("username must be 1 to 255 characters")
+    settings, _embedded = _settings(env)
+
+    async def work(connection: Any) -> Any:
+        hasher = PasswordHasher(settings.argon2, 1)
+        try:
+            password_hash = await hasher.hash(password)
+        finally:
+            hasher.close()
+        return await UserStore().create(connection, args.username, password_hash)
+
+    try:
+        user = asyncio.run(_with_connection(settings, work))
+    except UsernameTaken:
+        return _fail(f"username {args.username!r} is taken")
+    print(json.dumps({"id": str(user.id), "username": user.username}))
+    return 0
+
+
+def cmd_openapi(_: argparse.Namespace, __: Mapping[str, str]) -> int:
+    from service.openapi import document
+
+    sys.stdout.write(document())
+    return 0
+
+
+def _fail(message: str) -> int:
+    print(f"rotor: {message}", file=sys.stderr)
+    return 1
+
+
+def parser() -> argparse.ArgumentParser:
+    from service.accounts.clients import GRANT_TYPES
+
+    top = argparse.ArgumentParser(prog="rotor", description=__doc__)
+    commands = top.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser("serve", help="serve HTTP (migrates an embedded database)")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--workers", type=int, default=1)
+    serve.set_defaults(run=cmd_serve)
+    commands.add_parser("migrate", help="apply the migrations").set_defaults(run=cmd_migrate)
+    client = commands.add_parser("create-client", help="register a client; prints its secret once")
+    client.add_argument("--name", required=True)
+    client.add_argument("--grant", action="append", choices=GRANT_TYPES)
+    client.add_argument("--scope", action="append")
+    client.add_argument("--public", action="store_true")
+    client.add_argument("--introspect", action="store_true")
+    client.add_argument("--admin", action="store_true")
+    client.set_defaults(run=cmd_create_client)
+    user = commands.add_parser("create-user", help="password from ROTOR_PASSWORD or stdin")
+    user.add_argument("--username", required=True)
+    user.set_defaults(run=cmd_create_user)
+    commands.add_parser("openapi", help="print the OpenAPI document").set_defaults(run=cmd_openapi)
+    return top
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        code: int = args.run(args, os.environ)
+    except ConfigError as exc:
+        print(f"rotor: configuration error: {exc}", file=sys.stderr)
+        return 2
+    return code

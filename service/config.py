@@ -1,0 +1,161 @@
+"""Settings: typed, validated once at the entry point, passed down.
+
+Nothing here reads the environment at import time: `Settings.from_env` is
+called by the CLI (or the app factory of a worker process) with a mapping.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import ipaddress
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+
+SIGNING_ALGS = ("ES256", "EdDSA", "RS256")
+MIN_SECRET_BYTES = 32
+
+
+class ConfigError(ValueError):
+    """A bad configuration value; the message names the variable."""
+
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+@dataclass(frozen=True, slots=True)
+class Argon2Params:
+    """argon2id parameters (RFC 9106 section 4, second recommended option)."""
+
+    time_cost: int = 3
+    memory_kib: int = 65536
+    parallelism: int = 4
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    database_url: str
+    secret: bytes
+    issuer: str = "http://localhost:8000"
+    audience: tuple[str, ...] = ("http://localhost:8000",)
+    access_token_ttl: int = 300
+    refresh_idle_ttl: int = 604800
+    family_max_ttl: int = 2592000
+    reuse_grace: int = 0
+    signing_alg: str = "ES256"
+    login_max_failures: int = 10
+    login_window: int = 900
+    trusted_proxies: tuple[IPNetwork, ...] = ()
+    jwks_max_age: int = 300
+    db_timeout: float = 5.0
+    argon2: Argon2Params = field(default_factory=Argon2Params)
+    hash_concurrency: int = 2
+    db_pool_size: int = 10
+    key_refresh_interval: float = 2.0
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> Settings:
+        """Build settings from environment variables (CONTRACT section 1)."""
+        database_url = _required(env, "DATABASE_URL")
+        issuer = env.get("ROTOR_ISSUER", "").strip() or "http://localhost:8000"
+        _check_url("ROTOR_ISSUER", issuer)
+        audience_raw = env.get("ROTOR_AUDIENCE", "").split()
+        settings = cls(
+            database_url=_check_database_url(database_url),
+            secret=parse_secret(_required(env, "ROTOR_SECRET")),
+            issuer=issuer,
+            audience=tuple(audience_raw) or (issuer,),
+            access_token_ttl=_seconds(env, "ROTOR_ACCESS_TOKEN_TTL", 300, minimum=1),
+            refresh_idle_ttl=_seconds(env, "ROTOR_REFRESH_IDLE_TTL", 604800, minimum=1),
+            family_max_ttl=_seconds(env, "ROTOR_FAMILY_MAX_TTL", 2592000, minimum=1),
+            reuse_grace=_seconds(env, "ROTOR_REUSE_GRACE", 0, minimum=0),
+            signing_alg=_choice(env, "ROTOR_SIGNING_ALG", "ES256", SIGNING_ALGS),
+            login_max_failures=_seconds(env, "ROTOR_LOGIN_MAX_FAILURES", 10, minimum=1),
+            login_window=_seconds(env, "ROTOR_LOGIN_WINDOW", 900, minimum=1),
+            trusted_proxies=_networks(env, "ROTOR_TRUSTED_PROXIES"),
+            jwks_max_age=_seconds(env, "ROTOR_JWKS_MAX_AGE", 300, minimum=0),
+            db_timeout=float(_seconds(env, "ROTOR_DB_TIMEOUT", 5, minimum=1)),
+            argon2=Argon2Params(
+                time_cost=_seconds(env, "ROTOR_ARGON2_TIME_COST", 3, minimum=1),
+                memory_kib=_seconds(env, "ROTOR_ARGON2_MEMORY_KIB", 65536, minimum=8192),
+                parallelism=_seconds(env, "ROTOR_ARGON2_PARALLELISM", 4, minimum=1),
+            ),
+            hash_concurrency=_seconds(env, "ROTOR_HASH_CONCURRENCY", 2, minimum=1),
+            db_pool_size=_seconds(env, "ROTOR_DB_POOL_SIZE", 10, minimum=1),
+        )
+        return settings
+
+    def with_overrides(self, **changes: object) -> Settings:
+        return replace(self, **changes)  # type: ignore[arg-type]
+
+
+def parse_secret(value: str) -> bytes:
+    """ROTOR_SECRET: base64url of at least 32 random bytes."""
+    text = value.strip()
+    try:
+        raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    except (binascii.Error, ValueError) as exc:
+        raise ConfigError("ROTOR_SECRET: not valid base64url") from exc
+    if len(raw) < MIN_SECRET_BYTES:
+        raise ConfigError(
+            f"ROTOR_SECRET: must decode to at least {MIN_SECRET_BYTES} bytes, got {len(raw)}"
+        )
+    return raw
+
+
+def _required(env: Mapping[str, str], name: str) -> str:
+    value = env.get(name, "").strip()
+    if not value:
+        raise ConfigError(f"{name}: required but not set")
+    return value
+
+
+def _seconds(env: Mapping[str, str], name: str, default: int, *, minimum: int) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw, 10)
+    except ValueError:
+        raise ConfigError(f"{name}: must be an integer, got {raw!r}") from None
+    if value < minimum:
+        raise ConfigError(f"{name}: must be at least {minimum}, got {value}")
+    return value
+
+
+def _choice(env: Mapping[str, str], name: str, default: str, allowed: tuple[str, ...]) -> str:
+    raw = env.get(name, "").strip() or default
+    if raw not in allowed:
+        raise ConfigError(f"{name}: must be one of {', '.join(allowed)}, got {raw!r}")
+    return raw
+
+
+def _networks(env: Mapping[str, str], name: str) -> tuple[IPNetwork, ...]:
+    items = [item.strip() for item in env.get(name, "").split(",") if item.strip()]
+    try:
+        return tuple(ipaddress.ip_network(item, strict=False) for item in items)
+    except ValueError as exc:
+        raise ConfigError(f"{name}: {exc}") from None
+
+
+def _check_url(name: str, value: str) -> None:
+    if not value.startswith(("https://", "http://")):
+        raise ConfigError(f"{name}: must be an http(s) URL, got {value!r}")
+
+
+def _check_database_url(value: str) -> str:
+    if not value.startswith(("postgresql://", "postgres://", "postgresql+asyncpg://")):
+        raise ConfigError("DATABASE_URL: must be a postgresql:// URL")
+    return value
+
+
+def asyncpg_dsn(url: str) -> str:
+    """The DSN asyncpg accepts (it knows no SQLAlchemy driver suffix)."""
+    return url.replace("postgresql+asyncpg://", "postgresql://", 1)
+
+
+def sqlalchemy_url(url: str) -> str:
+    for prefix in ("postgresql+asyncpg://", "postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+asyncpg://" + url[len(prefix) :]
+    return url

@@ -1,0 +1,103 @@
+"""The connection pool and the unit of work.
+
+Every use case runs in one explicit transaction (`Database.transaction`):
+leaving the block without an exception commits, an exception rolls back. The
+HTTP status never decides a commit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import asyncpg
+
+from service.config import asyncpg_dsn
+
+Connection = asyncpg.Connection
+
+
+class DatabaseUnavailable(Exception):
+    """The database did not answer in time (CONTRACT section 3: 503)."""
+
+
+# Errors that mean "the database cannot be asked", as opposed to a bug in a query.
+UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    asyncio.TimeoutError,
+    asyncpg.exceptions.CannotConnectNowError,
+    asyncpg.exceptions.ConnectionDoesNotExistError,
+    asyncpg.exceptions.ConnectionFailureError,
+    asyncpg.exceptions.InterfaceError,
+    asyncpg.exceptions.TooManyConnectionsError,
+    asyncpg.exceptions.AdminShutdownError,
+    asyncpg.exceptions.CrashShutdownError,
+    asyncpg.exceptions.QueryCanceledError,
+)
+
+
+async def _init_connection(connection: Connection) -> None:
+    await connection.set_type_codec(
+        "jsonb", encoder=_json_dumps, decoder=_json_loads, schema="pg_catalog"
+    )
+
+
+def _json_dumps(value: Any) -> str:
+    import msgspec
+
+    return msgspec.json.encode(value).decode()
+
+
+def _json_loads(value: str) -> Any:
+    import msgspec
+
+    return msgspec.json.decode(value)
+
+
+class Database:
+    def __init__(self, url: str, *, timeout: float, max_size: int) -> None:
+        self._dsn = asyncpg_dsn(url)
+        self.timeout = timeout
+        self._max_size = max_size
+        self._pool: asyncpg.Pool | None = None
+
+    async def open(self) -> None:
+        self._pool = await asyncpg.create_pool(
+            self._dsn,
+            min_size=1,
+            max_size=self._max_size,
+            timeout=self.timeout,
+            command_timeout=self.timeout,
+            init=_init_connection,
+            max_inactive_connection_lifetime=60,
+        )
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            pool, self._pool = self._pool, None
+            await pool.close()
+
+    @property
+    def pool(self) -> asyncpg.Pool:
+        if self._pool is None:
+            raise DatabaseUnavailable("pool is not open")
+        return self._pool
+
+    @asynccontextmanager
+    async def connection(self) -> AsyncIterator[Connection]:
+        try:
+            async with self.pool.acquire(timeout=self.timeout) as connection:
+                yield connection
+        except UNAVAILABLE_ERRORS as exc:
+            raise DatabaseUnavailable(type(exc).__name__) from exc
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Connection]:
+        async with self.connection() as connection:
+            try:
+                async with connection.transaction():
+                    yield connection
+            except UNAVAILABLE_ERRORS as exc:
+                raise DatabaseUnavailable(type(exc).__name__) from exc

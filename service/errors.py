@@ -1,0 +1,70 @@
+"""Typed errors carrying the RFC 6749 section 5.2 error code.
+
+Logic raises these; one exception handler (service.http.errors) turns them
+into status, body and headers. Messages never carry a token or a secret.
+"""
+
+from __future__ import annotations
+
+
+class OAuthError(Exception):
+    error = "invalid_request"
+    status = 400
+
+    def __init__(self, description: str, *, headers: dict[str, str] | None = None) -> None:
+        super().__init__(description)
+        self.description = description
+        self.headers = headers or {}
+
+
+class InvalidRequest(OAuthError):
+    error = "invalid_request"
+
+
+class InvalidClient(OAuthError):
+    """RFC 6749 5.2: 401 with WWW-Authenticate when authentication failed."""
+
+    error = "invalid_client"
+    status = 401
+
+    def __init__(self, description: str = "client authentication failed") -> None:
+        super().__init__(description, headers={"WWW-Authenticate": 'Basic realm="rotor"'})
+
+
+class InvalidGrant(OAuthError):
+    error = "invalid_grant"
+
+
+class UnauthorizedClient(OAuthError):
+    error = "unauthorized_client"
+
+
+class UnsupportedGrantType(OAuthError):
+    error = "unsupported_grant_type"
+
+
+class InvalidScope(OAuthError):
+    error = "invalid_scope"
+
+
+class TooManyAttempts(OAuthError):
+    """Login throttling (CONTRACT section 1): 429 with Retry-After."""
+
+    error = "slow_down"
+    status = 429
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__(
+            "too many failed login attempts; retry later",
+            headers={"Retry-After": str(retry_after)},
+        )
+
+
+class TemporarilyUnavailable(OAuthError):
+    error = "temporarily_unavailable"
+    status = 503
+
+    def __init__(self, retry_after: int = 1) -> None:
+        super().__init__(
+            "the database did not answer in time", headers={"Retry-After": str(retry_after)}
+        )

@@ -1,0 +1,48 @@
+"""JWKS (RFC 7517) and authorization server metadata (RFC 8414)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar import Request, Response, get
+from litestar.enums import MediaType
+
+from service.config import SIGNING_ALGS
+from service.http.state import services_of
+
+
+@get("/.well-known/jwks.json", tags=["discovery"], summary="Public signing keys (RFC 7517)",
+     operation_id="jwks", media_type=MediaType.JSON)
+async def jwks(request: Request[Any, Any, Any]) -> Response[bytes]:
+    services = services_of(request)
+    return Response(
+        services.keys.state.jwks,
+        media_type="application/jwk-set+json",
+        headers={"Cache-Control": f"public, max-age={services.settings.jwks_max_age}"},
+    )
+
+
+@get("/.well-known/oauth-authorization-server", tags=["discovery"], operation_id="metadata",
+     summary="Authorization server metadata (RFC 8414)")
+async def metadata(request: Request[Any, Any, Any]) -> dict[str, Any]:
+    settings = services_of(request).settings
+    base = settings.issuer.rstrip("/")
+    return {
+        "issuer": settings.issuer,
+        "token_endpoint": f"{base}/token",
+        "introspection_endpoint": f"{base}/introspect",
+        "revocation_endpoint": f"{base}/revoke",
+        "jwks_uri": f"{base}/.well-known/jwks.json",
+        "grant_types_supported": ["password", "client_credentials", "refresh_token"],
+        "response_types_supported": [],
+        "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post",
+                                                  "none"],
+        "introspection_endpoint_auth_methods_supported": ["client_secret_basic",
+                                                          "client_secret_post"],
+        "revocation_endpoint_auth_methods_supported": ["client_secret_basic",
+                                                       "client_secret_post", "none"],
+        "token_endpoint_auth_signing_alg_values_supported": list(SIGNING_ALGS),
+        "id_token_signing_alg_values_supported": [],
+        "access_token_signing_alg_values_supported": list(SIGNING_ALGS),
+        "scopes_supported": [],
+    }

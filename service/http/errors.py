@@ -1,0 +1,79 @@
+"""One place that turns errors into answers: RFC 6749 5.2 bodies, never a 500 body
+that says more than "server_error", never a secret."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from litestar import MediaType, Request, Response
+from litestar.exceptions import HTTPException
+from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
+
+from service.db.pool import DatabaseUnavailable
+from service.errors import OAuthError, TemporarilyUnavailable
+
+log = logging.getLogger("rotor.http")
+
+_CODES = {
+    400: "invalid_request",
+    401: "invalid_client",
+    403: "access_denied",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    413: "invalid_request",
+    415: "invalid_request",
+    422: "invalid_request",
+    429: "slow_down",
+    503: "temporarily_unavailable",
+}
+
+AnyRequest = Request[Any, Any, Any]
+
+
+def error_response(status: int, error: str, description: str,
+                   headers: dict[str, str] | None = None) -> Response[dict[str, str]]:
+    return Response(
+        {"error": error, "error_description": description},
+        status_code=status,
+        headers=headers,
+        media_type=MediaType.JSON,
+    )
+
+
+def oauth_error(_: AnyRequest, exc: OAuthError) -> Response[dict[str, str]]:
+    return error_response(exc.status, exc.error, exc.description, exc.headers)
+
+
+def unavailable(_: AnyRequest, __: DatabaseUnavailable) -> Response[dict[str, str]]:
+    exc = TemporarilyUnavailable()
+    return error_response(exc.status, exc.error, exc.description, exc.headers)
+
+
+def http_exception(_: AnyRequest, exc: HTTPException) -> Response[dict[str, str]]:
+    status = exc.status_code
+    description = exc.detail if isinstance(exc.detail, str) else "request refused"
+    if status == 400 and isinstance(exc.extra, list) and exc.extra:
+        # Validation errors name the field; never echo the value.
+        fields = sorted({str(item.get("key")) for item in exc.extra if isinstance(item, dict)})
+        if fields:
+            description = f"invalid or missing field(s): {', '.join(fields)}"
+    if status >= 500:
+        log.error("server error answered by an HTTPException", extra={"status": status})
+    return error_response(status, _CODES.get(status, "invalid_request"), description,
+                          dict(exc.headers or {}))
+
+
+def server_error(_: AnyRequest, exc: Exception) -> Response[dict[str, str]]:
+    log.error("unhandled error", exc_info=exc)
+    return error_response(HTTP_500_INTERNAL_SERVER_ERROR, "server_error",
+                          "the server could not answer this request")
+
+
+EXCEPTION_HANDLERS: dict[type[Exception], Any] = {
+    OAuthError: oauth_error,
+    DatabaseUnavailable: unavailable,
+    HTTPException: http_exception,
+    Exception: server_error,
+}

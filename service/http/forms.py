@@ -1,0 +1,52 @@
+"""Strict parsing of form-encoded OAuth requests (RFC 6749 section 3.2).
+
+RFC 6749 3.1/3.2: "Request and response parameters MUST NOT be included more
+than once"; parameters sent without a value MUST be treated as if omitted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from urllib.parse import parse_qsl
+
+from service.errors import InvalidRequest
+
+FORM_TYPE = "application/x-www-form-urlencoded"
+# Secrets in a URL end up in access logs and browser histories.
+SECRETS_IN_QUERY = ("client_secret", "password", "refresh_token", "token")
+
+
+def media_type(content_type: str | None) -> str:
+    return (content_type or "").split(";", 1)[0].strip().lower()
+
+
+def parse_form(body: bytes, content_type: str | None) -> dict[str, str]:
+    if media_type(content_type) != FORM_TYPE:
+        raise InvalidRequest(f"the body must be {FORM_TYPE}")
+    return parse_pairs(body)
+
+
+def parse_pairs(body: bytes) -> dict[str, str]:
+    try:
+        text = body.decode("utf-8")
+        pairs = parse_qsl(text, keep_blank_values=True, strict_parsing=False,
+                          errors="strict", max_num_fields=100)
+    except UnicodeDecodeError:
+        raise InvalidRequest("the body is not valid UTF-8") from None
+    except ValueError:
+        raise InvalidRequest("the body is not a valid form") from None
+    form: dict[str, str] = {}
+    seen: set[str] = set()
+    for name, value in pairs:
+        if name in seen:
+            raise InvalidRequest(f"parameter {name[:40]!r} is repeated")
+        seen.add(name)
+        if value != "":
+            form[name] = value
+    return form
+
+
+def check_query(query: Mapping[str, object]) -> None:
+    for name in SECRETS_IN_QUERY:
+        if name in query:
+            raise InvalidRequest(f"{name} must not be sent in the query string")

@@ -1,0 +1,32 @@
+"""Liveness and readiness (CONTRACT 3.7)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar import Request, Response, get
+
+from service.db.migrate import head_revision
+from service.db.pool import DatabaseUnavailable
+from service.http.state import services_of
+
+
+@get("/health/live", tags=["health"], operation_id="live", summary="200 while the process runs")
+async def live() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@get("/health/ready", tags=["health"], operation_id="ready",
+     summary="200 when the database answers and the schema is at the latest migration")
+async def ready(request: Request[Any, Any, Any]) -> Response[dict[str, str]]:
+    services = services_of(request)
+    try:
+        async with services.database.connection() as connection:
+            current = await connection.fetchval("SELECT version_num FROM alembic_version")
+    except DatabaseUnavailable:
+        return Response({"status": "unavailable", "reason": "database"}, status_code=503)
+    except Exception:  # e.g. the alembic_version table does not exist yet
+        return Response({"status": "unavailable", "reason": "schema"}, status_code=503)
+    if current != head_revision():
+        return Response({"status": "unavailable", "reason": "schema"}, status_code=503)
+    return Response({"status": "ok"}, status_code=200)

@@ -1,0 +1,115 @@
+"""POST /token (RFC 6749 section 3.2): parse, call the token service, serialise."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+from litestar import Request, Response, post
+from litestar.openapi.datastructures import ResponseSpec
+from litestar.openapi.spec import (
+    OpenAPIMediaType,
+    Operation,
+    RequestBody,
+    Schema,
+)
+from litestar.openapi.spec.enums import OpenAPIType
+
+from service.accounts.clients import presented_credentials
+from service.http.caller import caller_of
+from service.http.forms import check_query, parse_form
+from service.http.state import services_of
+from service.tokens.grants import TokenResponse
+
+
+class TokenBody(msgspec.Struct, omit_defaults=True):
+    access_token: str
+    token_type: str
+    expires_in: int
+    scope: str
+    refresh_token: str | None = None
+
+
+class OAuthErrorBody(msgspec.Struct):
+    error: str
+    error_description: str
+
+
+def token_body(result: TokenResponse) -> TokenBody:
+    return TokenBody(result.access_token, result.token_type, result.expires_in, result.scope,
+                     result.refresh_token)
+
+
+def _string(description: str) -> Schema:
+    return Schema(type=OpenAPIType.STRING, description=description)
+
+
+TOKEN_FORM_SCHEMA = Schema(
+    type=OpenAPIType.OBJECT,
+    required=["grant_type"],
+    properties={
+        "grant_type": Schema(type=OpenAPIType.STRING,
+                             enum=["password", "client_credentials", "refresh_token"]),
+        "username": _string("password grant"),
+        "password": _string("password grant"),
+        "refresh_token": _string("refresh_token grant"),
+        "scope": _string("space-separated scope tokens"),
+        "client_id": _string("client_secret_post, or a public client"),
+        "client_secret": _string("client_secret_post"),
+    },
+)
+
+def _error(description: str) -> ResponseSpec:
+    return ResponseSpec(data_container=OAuthErrorBody, description=description,
+                        generate_examples=False)
+
+
+ERROR_RESPONSES = {
+    400: _error("invalid_request, invalid_grant, invalid_scope, unauthorized_client or "
+                "unsupported_grant_type (RFC 6749 section 5.2)"),
+    401: _error("invalid_client, with WWW-Authenticate: Basic"),
+    429: _error("too many failed logins; see Retry-After"),
+    503: _error("temporarily_unavailable; see Retry-After"),
+}
+
+
+def form_operation(schema: Schema, description: str, *, json_too: bool = False) -> type[Operation]:
+    """An Operation class that documents a body the handler parses itself (the
+    strict parser must see repeated parameters, which a decoded struct cannot)."""
+    content = {"application/x-www-form-urlencoded": OpenAPIMediaType(schema=schema)}
+    if json_too:
+        content["application/json"] = OpenAPIMediaType(schema=schema)
+    body = RequestBody(required=True, description=description, content=content)
+
+    @dataclass
+    class FormOperation(Operation):
+        def __post_init__(self) -> None:
+            self.request_body = body
+
+    return FormOperation
+
+
+@post(
+    "/token",
+    summary="Token endpoint (RFC 6749 section 3.2)",
+    status_code=200,
+    tags=["oauth"],
+    security=[{"client_secret_basic": []}, {}],
+    responses=ERROR_RESPONSES,
+    operation_id="token",
+    description="Grants: password (first-party clients only, enabled per client), "
+    "client_credentials, refresh_token.",
+    operation_class=form_operation(TOKEN_FORM_SCHEMA, "form-encoded token request"),
+)
+async def token(request: Request[Any, Any, Any]) -> Response[TokenBody]:
+    services = services_of(request)
+    check_query(request.query_params)
+    form = parse_form(await request.body(), request.headers.get("content-type"))
+    credentials = presented_credentials(
+        request.headers.get("authorization"), form.get("client_id"), form.get("client_secret")
+    )
+    result = await services.tokens.token(form, credentials,
+                                         caller_of(request, services.settings.trusted_proxies))
+    return Response(token_body(result), status_code=200)
+

@@ -1,0 +1,162 @@
+"""The token endpoint's grants (RFC 6749 sections 4.3, 4.4 and 6).
+
+Knows no HTTP: it takes the parsed form, the presented client credentials and
+the caller, and returns a token response or raises an OAuthError.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+
+from service.accounts.clients import (
+    GRANT_TYPES,
+    PUBLIC_GRANTS,
+    Client,
+    ClientStore,
+    Credentials,
+    authenticate,
+)
+from service.accounts.passwords import MAX_PASSWORD_CHARS, PasswordHasher
+from service.accounts.throttle import Attempt, LoginThrottle, Subjects
+from service.accounts.users import User, UserStore
+from service.db.pool import Database
+from service.errors import (
+    InvalidGrant,
+    InvalidRequest,
+    InvalidScope,
+    TooManyAttempts,
+    UnauthorizedClient,
+    UnsupportedGrantType,
+)
+from service.events import Caller, record
+from service.tokens.access import AccessTokenIssuer
+from service.tokens.families import FamilyStore
+
+MAX_USERNAME_CHARS = 255
+# RFC 6749 3.3: scope-token = 1*( %x21 / %x23-5B / %x5D-7E )
+_SCOPE_TOKEN = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]+")
+
+
+@dataclass(frozen=True, slots=True)
+class TokenResponse:
+    access_token: str
+    expires_in: int
+    scope: str
+    refresh_token: str | None = None
+    token_type: str = "Bearer"
+
+
+def parse_scope(requested: str | None, allowed: tuple[str, ...]) -> str:
+    """RFC 6749 3.3: without `scope` the client's allowed scopes are granted;
+    a requested scope must lie within them."""
+    if requested is None:
+        return " ".join(allowed)
+    items = requested.split(" ")
+    if any(not _SCOPE_TOKEN.fullmatch(item) for item in items):
+        raise InvalidScope("scope must be space-separated scope tokens (RFC 6749 section 3.3)")
+    unknown = [item for item in items if item not in allowed]
+    if unknown:
+        raise InvalidScope("requested scope exceeds what this client may be granted")
+    return " ".join(dict.fromkeys(items))
+
+
+Grant = Callable[[Client, Mapping[str, str], str, Caller], Awaitable[TokenResponse]]
+
+
+class TokenService:
+    def __init__(self, *, database: Database, clients: ClientStore, users: UserStore,
+                 hasher: PasswordHasher, throttle: LoginThrottle, families: FamilyStore,
+                 issuer: AccessTokenIssuer) -> None:
+        self._db = database
+        self._clients = clients
+        self._users = users
+        self._hasher = hasher
+        self._throttle = throttle
+        self._families = families
+        self._issuer = issuer
+        self._grants: dict[str, Grant] = {
+            "password": self._password,
+            "client_credentials": self._client_credentials,
+        }
+
+    def register_grant(self, name: str, grant: Grant) -> None:
+        self._grants[name] = grant
+
+    async def authenticate(self, credentials: Credentials) -> Client:
+        async with self._db.connection() as connection:
+            return await authenticate(self._clients, connection, credentials)
+
+    async def token(self, form: Mapping[str, str], credentials: Credentials,
+                    caller: Caller) -> TokenResponse:
+        grant_type = form.get("grant_type")
+        if grant_type is None:
+            raise InvalidRequest("missing grant_type")
+        client = await self.authenticate(credentials)
+        grant = self._grants.get(grant_type)
+        if grant is None:
+            raise UnsupportedGrantType(f"unsupported grant_type {grant_type[:40]!r}")
+        if grant_type not in client.grant_types or (
+            client.public and grant_type not in PUBLIC_GRANTS
+        ):
+            raise UnauthorizedClient(f"this client may not use the {grant_type} grant")
+        return await grant(client, form, grant_type, caller)
+
+    async def _client_credentials(self, client: Client, form: Mapping[str, str], _: str,
+                                  __: Caller) -> TokenResponse:
+        # RFC 6749 4.4.3: no refresh token for this grant.
+        scope = parse_scope(form.get("scope"), client.scopes)
+        issued = self._issuer.issue(subject=client.client_id, client_id=client.client_id,
+                                    scope=scope, family_id=None)
+        return TokenResponse(issued.token, issued.expires_in, scope)
+
+    async def _password(self, client: Client, form: Mapping[str, str], _: str,
+                        caller: Caller) -> TokenResponse:
+        username, password = form.get("username"), form.get("password")
+        if username is None or password is None:
+            raise InvalidRequest("the password grant needs username and password")
+        if len(username) > MAX_USERNAME_CHARS or len(password) > MAX_PASSWORD_CHARS:
+            # No stored password can be this long: refused before any hashing.
+            raise InvalidRequest("username or password too long")
+        scope = parse_scope(form.get("scope"), client.scopes)
+        subjects = Subjects(username, caller.ip)
+        user, attempt = await self._reserve_attempt(client, subjects, caller)
+        if not await self._hasher.verify(user.password_hash if user else None, password):
+            await self._login_failed(client, user, caller, "bad_credentials")
+        assert user is not None
+        if user.disabled:
+            await self._login_failed(client, user, caller, "user_disabled")
+        new_hash = None
+        if self._hasher.needs_rehash(user.password_hash):
+            new_hash = await self._hasher.hash(password)
+        async with self._db.transaction() as connection:
+            await self._throttle.succeeded(connection, subjects, attempt)
+            if new_hash is not None:
+                await self._users.set_password_hash(connection, user.id, new_hash, changed=False)
+            family = await self._families.start(connection, user_id=user.id,
+                                                client_id=client.id, scope=scope)
+        issued = self._issuer.issue(subject=str(user.id), client_id=client.client_id,
+                                    scope=scope, family_id=family.family_id)
+        return TokenResponse(issued.token, issued.expires_in, scope, family.refresh_token)
+
+    async def _reserve_attempt(self, client: Client, subjects: Subjects,
+                               caller: Caller) -> tuple[User | None, Attempt]:
+        """One transaction, committed before any answer: the 429 and its event
+        must survive the error response (STYLE.md, unit of work)."""
+        async with self._db.transaction() as connection:
+            reserved = await self._throttle.reserve(connection, subjects)
+            if isinstance(reserved, Attempt):
+                return await self._users.by_username(connection, subjects.username), reserved
+            await record(connection, "login_locked", caller, client_id=client.id,
+                         detail={"retry_after": reserved})
+        raise TooManyAttempts(reserved)
+
+    async def _login_failed(self, client: Client, user: User | None, caller: Caller,
+                            reason: str) -> None:
+        """The reserved failure rows stay; the event is committed; then the answer."""
+        async with self._db.transaction() as connection:
+            await record(connection, "login_failed", caller, client_id=client.id,
+                         user_id=user.id if user else None,
+                         detail={"reason": reason if user else "unknown_user"})
+        raise InvalidGrant("invalid username or password")
