@@ -28,11 +28,13 @@ from service.http.errors import EXCEPTION_HANDLERS
 from service.http.health import live, ready
 from service.http.middleware import DeadlineMiddleware, no_store
 from service.http.state import Services
+from service.http.refresh import refresh
 from service.http.token import token
 from service.tokens.access import AccessTokenIssuer
 from service.tokens.families import FamilyStore
 from service.tokens.grants import TokenService
 from service.tokens.keys import KeyRing, KeyStore
+from service.tokens.rotation import RotationService
 from service.tokens.secretbox import SecretBox
 
 log = logging.getLogger("rotor")
@@ -56,12 +58,16 @@ def build_services(settings: Settings, database: Database) -> Services:
                    interval=settings.key_refresh_interval)
     hasher = PasswordHasher(settings.argon2, settings.hash_concurrency)
     clients, users = ClientStore(), UserStore()
+    issuer = AccessTokenIssuer(settings, keys)
+    rotation = RotationService(database=database, issuer=issuer,
+                               idle_ttl=settings.refresh_idle_ttl,
+                               reuse_grace=settings.reuse_grace)
     tokens = TokenService(
         database=database, clients=clients, users=users, hasher=hasher,
         throttle=LoginThrottle(settings.login_max_failures, settings.login_window),
         families=FamilyStore(idle_ttl=settings.refresh_idle_ttl,
                              max_ttl=settings.family_max_ttl),
-        issuer=AccessTokenIssuer(settings, keys),
+        issuer=issuer, rotation=rotation,
     )
     return Services(settings=settings, database=database, hasher=hasher, keys=keys,
                     clients=clients, users=users, tokens=tokens)
@@ -99,7 +105,7 @@ def create_app(settings: Settings) -> Litestar:
             await database.close()
 
     return Litestar(
-        route_handlers=[token, jwks, metadata, live, ready],
+        route_handlers=[token, refresh, jwks, metadata, live, ready],
         lifespan=[lifespan],
         exception_handlers=EXCEPTION_HANDLERS,
         middleware=[DefineMiddleware(DeadlineMiddleware, deadline=settings.db_timeout)],

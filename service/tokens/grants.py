@@ -6,7 +6,6 @@ the caller, and returns a token response or raises an OAuthError.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
@@ -25,7 +24,6 @@ from service.db.pool import Database
 from service.errors import (
     InvalidGrant,
     InvalidRequest,
-    InvalidScope,
     TooManyAttempts,
     UnauthorizedClient,
     UnsupportedGrantType,
@@ -33,10 +31,10 @@ from service.errors import (
 from service.events import Caller, record
 from service.tokens.access import AccessTokenIssuer
 from service.tokens.families import FamilyStore
+from service.tokens.rotation import RotationService
+from service.tokens.scopes import grant_scope
 
 MAX_USERNAME_CHARS = 255
-# RFC 6749 3.3: scope-token = 1*( %x21 / %x23-5B / %x5D-7E )
-_SCOPE_TOKEN = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]+")
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,27 +46,13 @@ class TokenResponse:
     token_type: str = "Bearer"
 
 
-def parse_scope(requested: str | None, allowed: tuple[str, ...]) -> str:
-    """RFC 6749 3.3: without `scope` the client's allowed scopes are granted;
-    a requested scope must lie within them."""
-    if requested is None:
-        return " ".join(allowed)
-    items = requested.split(" ")
-    if any(not _SCOPE_TOKEN.fullmatch(item) for item in items):
-        raise InvalidScope("scope must be space-separated scope tokens (RFC 6749 section 3.3)")
-    unknown = [item for item in items if item not in allowed]
-    if unknown:
-        raise InvalidScope("requested scope exceeds what this client may be granted")
-    return " ".join(dict.fromkeys(items))
-
-
 Grant = Callable[[Client, Mapping[str, str], str, Caller], Awaitable[TokenResponse]]
 
 
 class TokenService:
     def __init__(self, *, database: Database, clients: ClientStore, users: UserStore,
                  hasher: PasswordHasher, throttle: LoginThrottle, families: FamilyStore,
-                 issuer: AccessTokenIssuer) -> None:
+                 issuer: AccessTokenIssuer, rotation: RotationService) -> None:
         self._db = database
         self._clients = clients
         self._users = users
@@ -76,13 +60,12 @@ class TokenService:
         self._throttle = throttle
         self._families = families
         self._issuer = issuer
+        self._rotation = rotation
         self._grants: dict[str, Grant] = {
             "password": self._password,
             "client_credentials": self._client_credentials,
+            "refresh_token": self._refresh_token,
         }
-
-    def register_grant(self, name: str, grant: Grant) -> None:
-        self._grants[name] = grant
 
     async def authenticate(self, credentials: Credentials) -> Client:
         async with self._db.connection() as connection:
@@ -106,10 +89,18 @@ class TokenService:
     async def _client_credentials(self, client: Client, form: Mapping[str, str], _: str,
                                   __: Caller) -> TokenResponse:
         # RFC 6749 4.4.3: no refresh token for this grant.
-        scope = parse_scope(form.get("scope"), client.scopes)
+        scope = grant_scope(form.get("scope"), client.scopes)
         issued = self._issuer.issue(subject=client.client_id, client_id=client.client_id,
                                     scope=scope, family_id=None)
         return TokenResponse(issued.token, issued.expires_in, scope)
+
+    async def _refresh_token(self, client: Client, form: Mapping[str, str], _: str,
+                             caller: Caller) -> TokenResponse:
+        # /refresh and grant_type=refresh_token at /token share this (CONTRACT 3.2, 3.3).
+        result = await self._rotation.refresh(client, form.get("refresh_token"),
+                                              form.get("scope"), caller)
+        return TokenResponse(result.access_token, result.expires_in, result.scope,
+                             result.refresh_token)
 
     async def _password(self, client: Client, form: Mapping[str, str], _: str,
                         caller: Caller) -> TokenResponse:
@@ -119,7 +110,7 @@ class TokenService:
         if len(username) > MAX_USERNAME_CHARS or len(password) > MAX_PASSWORD_CHARS:
             # No stored password can be this long: refused before any hashing.
             raise InvalidRequest("username or password too long")
-        scope = parse_scope(form.get("scope"), client.scopes)
+        scope = grant_scope(form.get("scope"), client.scopes)
         subjects = Subjects(username, caller.ip)
         user, attempt = await self._reserve_attempt(client, subjects, caller)
         if not await self._hasher.verify(user.password_hash if user else None, password):

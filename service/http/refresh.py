@@ -1,0 +1,84 @@
+"""POST /refresh (CONTRACT 3.3): the refresh_token grant, JSON or form-encoded."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+from litestar import Request, Response, post
+from litestar.openapi.spec import Schema
+from litestar.openapi.spec.enums import OpenAPIType
+
+from service.accounts.clients import presented_credentials
+from service.errors import InvalidRequest
+from service.http.caller import caller_of
+from service.http.forms import FORM_TYPE, check_query, media_type, parse_pairs
+from service.http.state import services_of
+from service.http.token import ERROR_RESPONSES, TokenBody, form_operation, token_body
+
+REFRESH_FIELDS = ("refresh_token", "scope", "client_id", "client_secret")
+
+REFRESH_SCHEMA = Schema(
+    type=OpenAPIType.OBJECT,
+    required=["refresh_token"],
+    properties={
+        "refresh_token": Schema(type=OpenAPIType.STRING),
+        "scope": Schema(type=OpenAPIType.STRING, description="narrower scope (optional)"),
+        "client_id": Schema(type=OpenAPIType.STRING),
+        "client_secret": Schema(type=OpenAPIType.STRING),
+    },
+)
+
+
+def parse_refresh_body(body: bytes, content_type: str | None) -> dict[str, str]:
+    kind = media_type(content_type)
+    if kind == FORM_TYPE:
+        form = parse_pairs(body)
+    elif kind == "application/json":
+        form = _parse_json(body)
+    else:
+        raise InvalidRequest("the body must be application/json or " + FORM_TYPE)
+    # Unknown members (grant_type included) are ignored: this is the refresh grant.
+    fields = {name: form[name] for name in REFRESH_FIELDS if name in form}
+    fields["grant_type"] = "refresh_token"
+    return fields
+
+
+def _parse_json(body: bytes) -> dict[str, str]:
+    try:
+        document = msgspec.json.decode(body)
+    except msgspec.DecodeError:
+        raise InvalidRequest("the body is not valid JSON") from None
+    if not isinstance(document, dict):
+        raise InvalidRequest("the body must be a JSON object")
+    fields: dict[str, str] = {}
+    for name in REFRESH_FIELDS:
+        value = document.get(name)
+        if value is None or value == "":
+            continue  # an empty member counts as absent, as in the form
+        if not isinstance(value, str):
+            raise InvalidRequest(f"{name} must be a string")
+        fields[name] = value
+    return fields
+
+
+@post(
+    "/refresh",
+    summary="Rotate a refresh token (CONTRACT 3.3)",
+    status_code=200,
+    tags=["oauth"],
+    security=[{"client_secret_basic": []}, {}],
+    responses=ERROR_RESPONSES,
+    operation_id="refresh",
+    operation_class=form_operation(REFRESH_SCHEMA, "refresh request", json_too=True),
+)
+async def refresh(request: Request[Any, Any, Any]) -> Response[TokenBody]:
+    services = services_of(request)
+    check_query(request.query_params)
+    form = parse_refresh_body(await request.body(), request.headers.get("content-type"))
+    credentials = presented_credentials(
+        request.headers.get("authorization"), form.get("client_id"), form.get("client_secret")
+    )
+    result = await services.tokens.token(form, credentials,
+                                         caller_of(request, services.settings.trusted_proxies))
+    return Response(token_body(result), status_code=200)

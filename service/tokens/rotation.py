@@ -1,0 +1,237 @@
+"""Refresh-token rotation with reuse detection (RFC 6749 section 6, RFC 9700 4.14).
+
+How it is done in SQL, with the database's clock throughout:
+
+1. One compare-and-set statement (its own implicit transaction, one round
+   trip): spend the presented token if it is live, unexpired, issued to this
+   client, of a live family whose user is enabled and whose scope covers the
+   request, and insert its successor. Of any number of concurrent requests
+   with the same token, exactly one matches: the others wait for its row lock
+   and then see `spent_at` set (READ COMMITTED re-checks the WHERE clause).
+2. Zero rows means "look closer" (one more statement): unknown, another
+   client's, expired, revoked, narrower scope refused, a retry within the
+   grace window, or reuse.
+3. Reuse revokes the family and records the events in one statement, which
+   has committed before `invalid_grant` is answered (the write must survive
+   the error answer).
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import dataclass
+
+import asyncpg
+
+from service.accounts.clients import Client
+from service.db.pool import Connection, Database
+from service.errors import InvalidGrant, InvalidRequest, InvalidScope
+from service.events import Caller
+from service.tokens.access import AccessTokenIssuer
+from service.tokens.families import new_refresh_token, token_fingerprint
+from service.tokens.scopes import requested_scopes
+from service.tokens.secretbox import BoxOpenError, SecretBox
+
+log = logging.getLogger("rotor.rotation")
+
+MAX_ATTEMPTS = 3
+MAX_TOKEN_CHARS = 512
+
+
+class _ChangedUnderfoot(Exception):
+    """The token changed between the two statements of one rotation."""
+
+
+RETRYABLE = (asyncpg.SerializationError, asyncpg.DeadlockDetectedError,
+             asyncpg.UniqueViolationError, _ChangedUnderfoot)
+
+ROTATE_SQL = """
+WITH presented AS (
+    UPDATE refresh_tokens t
+    SET spent_at = now(), successor_box = $3
+    FROM token_families f, users u
+    WHERE t.token_hash = $1
+      AND t.spent_at IS NULL
+      AND t.expires_at > now()
+      AND f.id = t.family_id
+      AND f.client_id = $2
+      AND f.revoked_at IS NULL
+      AND f.expires_at > now()
+      AND u.id = f.user_id
+      AND NOT u.disabled
+      AND ($6::text[] IS NULL OR string_to_array(f.scope, ' ') @> $6::text[])
+    RETURNING t.family_id, t.generation, f.user_id, f.scope, f.expires_at
+), successor AS (
+    INSERT INTO refresh_tokens (token_hash, family_id, parent_hash, generation, expires_at)
+    SELECT $4, family_id, $1, generation + 1,
+           least(now() + make_interval(secs => $5), expires_at)
+    FROM presented
+), touched AS (
+    UPDATE token_families SET last_rotated_at = now()
+    WHERE id = (SELECT family_id FROM presented)
+)
+SELECT family_id, generation, user_id, scope FROM presented
+"""
+
+INSPECT_SQL = """
+SELECT t.family_id, t.generation, t.successor_box,
+       t.spent_at IS NOT NULL AS spent,
+       t.expires_at > now() AS unexpired,
+       extract(epoch FROM now() - t.spent_at)::float8 AS seconds_since_spent,
+       f.client_id, f.user_id, f.scope,
+       f.revoked_at IS NOT NULL AS family_revoked,
+       f.expires_at > now() AS family_unexpired,
+       u.disabled AS user_disabled,
+       c.token_hash AS child_hash,
+       (c.spent_at IS NULL AND c.expires_at > now()) AS child_live
+FROM refresh_tokens t
+JOIN token_families f ON f.id = t.family_id
+JOIN users u ON u.id = f.user_id
+LEFT JOIN refresh_tokens c ON c.family_id = t.family_id AND c.generation = t.generation + 1
+WHERE t.token_hash = $1
+"""
+
+# Revoke the family (if still live) and record both events in one statement:
+# it commits on its own, before the error is answered.
+REVOKE_FOR_REUSE_SQL = """
+WITH revoked AS (
+    UPDATE token_families SET revoked_at = now(), revoked_reason = 'reuse_detected'
+    WHERE id = $1 AND revoked_at IS NULL
+    RETURNING id, user_id, client_id
+), reuse_event AS (
+    INSERT INTO security_events (id, type, user_id, client_id, family_id, ip, user_agent, detail)
+    VALUES ($2, 'reuse_detected', $4, $5, $1, $6::inet, $7, $8)
+)
+INSERT INTO security_events (id, type, user_id, client_id, family_id, ip, user_agent, detail)
+SELECT $3, 'family_revoked', user_id, client_id, id, $6::inet, $7,
+       '{"reason": "reuse_detected"}'::jsonb
+FROM revoked
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Rotated:
+    family_id: uuid.UUID
+    user_id: uuid.UUID
+    refresh_token: str
+    scope: str
+
+
+@dataclass(frozen=True, slots=True)
+class RotationResult:
+    access_token: str
+    expires_in: int
+    refresh_token: str
+    scope: str
+
+
+def successor_box(parent_token: str) -> SecretBox:
+    """The key that guards a successor is derived from its parent token, which
+    only the parent's holder can present: the store alone cannot open it."""
+    return SecretBox.for_purpose(parent_token.encode(), b"successor")
+
+
+class RotationService:
+    def __init__(self, *, database: Database, issuer: AccessTokenIssuer, idle_ttl: int,
+                 reuse_grace: int) -> None:
+        self._db = database
+        self._issuer = issuer
+        self._idle_ttl = idle_ttl
+        self._grace = reuse_grace
+
+    async def refresh(self, client: Client, token: str | None, scope: str | None,
+                      caller: Caller) -> RotationResult:
+        if token is None:
+            raise InvalidRequest("missing refresh_token")
+        requested = requested_scopes(scope)
+        if len(token) > MAX_TOKEN_CHARS:
+            raise InvalidGrant("refresh token is invalid, expired or revoked")
+        rotated = await self._rotate_with_retries(client, token, requested, caller)
+        granted = rotated.scope if requested is None else " ".join(requested)
+        issued = self._issuer.issue(subject=str(rotated.user_id), client_id=client.client_id,
+                                    scope=granted, family_id=rotated.family_id)
+        return RotationResult(issued.token, issued.expires_in, rotated.refresh_token, granted)
+
+    async def _rotate_with_retries(self, client: Client, token: str,
+                                   requested: list[str] | None, caller: Caller) -> Rotated:
+        for attempt in range(1, MAX_ATTEMPTS + 1):
+            try:
+                async with self._db.connection() as connection:
+                    return await self._rotate(connection, client, token, requested, caller)
+            except RETRYABLE:
+                # Serialization failures and deadlocks between concurrent
+                # requests with the same token: retry, bounded; never a 500.
+                if attempt == MAX_ATTEMPTS:
+                    log.warning("rotation gave up after concurrent conflicts")
+                    raise InvalidGrant("concurrent requests with the same refresh token") \
+                        from None
+        raise AssertionError("unreachable")
+
+    async def _rotate(self, connection: Connection, client: Client, token: str,
+                      requested: list[str] | None, caller: Caller) -> Rotated:
+        token_hash = token_fingerprint(token)
+        successor = new_refresh_token()
+        box = (successor_box(token).seal(successor.encode(), token_hash)
+               if self._grace > 0 else None)
+        row = await connection.fetchrow(ROTATE_SQL, token_hash, client.id, box,
+                                        token_fingerprint(successor), self._idle_ttl,
+                                        requested)
+        if row is not None:
+            return Rotated(row["family_id"], row["user_id"], successor, row["scope"])
+        return await self._look_closer(connection, client, token, token_hash, requested, caller)
+
+    async def _look_closer(self, connection: Connection, client: Client, token: str,
+                           token_hash: bytes, requested: list[str] | None,
+                           caller: Caller) -> Rotated:
+        row = await connection.fetchrow(INSPECT_SQL, token_hash)
+        # RFC 6749 10.4 / CONTRACT 3.3: another client's token changes nothing.
+        if row is None or row["client_id"] != client.id:
+            raise InvalidGrant("refresh token is invalid, expired or revoked")
+        family_live = (not row["family_revoked"] and row["family_unexpired"]
+                       and not row["user_disabled"])
+        if row["spent"]:
+            retried = self._grace_retry(row, token, token_hash) if family_live else None
+            if retried is not None:
+                self._check_scope(row["scope"], requested)
+                return Rotated(row["family_id"], row["user_id"], retried, row["scope"])
+            await self._revoke_for_reuse(connection, client, row, caller)
+            raise InvalidGrant("refresh token was already used; the session is revoked")
+        if not family_live or not row["unexpired"]:
+            raise InvalidGrant("refresh token is invalid, expired or revoked")
+        self._check_scope(row["scope"], requested)
+        # Live and in scope, yet not rotated: it changed between the two
+        # statements (a concurrent rotation); the caller retries.
+        raise _ChangedUnderfoot
+
+    def _grace_retry(self, row: asyncpg.Record, token: str, token_hash: bytes) -> str | None:
+        """CONTRACT 3.3: the immediate parent, re-presented within the grace
+        window, receives the same successor, while that successor is live."""
+        if self._grace <= 0 or row["successor_box"] is None or not row["child_live"]:
+            return None
+        if row["seconds_since_spent"] >= self._grace:
+            return None
+        try:
+            successor = successor_box(token).open(row["successor_box"], token_hash).decode()
+        except BoxOpenError:
+            return None
+        if token_fingerprint(successor) != row["child_hash"]:
+            return None
+        return successor
+
+    @staticmethod
+    def _check_scope(family_scope: str, requested: list[str] | None) -> None:
+        # RFC 6749 6: the new scope MUST NOT include any scope not originally granted.
+        if requested is not None and not set(requested) <= set(family_scope.split()):
+            raise InvalidScope("a refresh may narrow the scope, never widen it")
+
+    async def _revoke_for_reuse(self, connection: Connection, client: Client,
+                                row: asyncpg.Record, caller: Caller) -> None:
+        detail = {"generation": row["generation"],
+                  "seconds_since_spent": round(row["seconds_since_spent"], 3)}
+        await connection.execute(
+            REVOKE_FOR_REUSE_SQL, row["family_id"], uuid.uuid4(), uuid.uuid4(),
+            row["user_id"], client.id, caller.ip, caller.user_agent, detail,
+        )
+        log.warning("refresh token reuse detected; family revoked",
+                    extra={"family_id": str(row["family_id"]), "generation": row["generation"]})
