@@ -24,7 +24,7 @@ def _url() -> str:
         raise SystemExit("DATABASE_URL: required to run migrations")
     for prefix in ("postgresql+asyncpg://", "postgresql://", "postgres://"):
         if url.startswith(prefix):
-            return "postgresql+asyncpg://" + url[len(prefix):]
+            return "postgresql+asyncpg://" + url[len(prefix) :]
     raise SystemExit("DATABASE_URL: must be a postgresql:// URL")
 
 

@@ -27,8 +27,8 @@ from service.http.discovery import jwks, metadata
 from service.http.errors import EXCEPTION_HANDLERS
 from service.http.health import live, ready
 from service.http.middleware import DeadlineMiddleware, no_store
-from service.http.state import Services
 from service.http.refresh import refresh
+from service.http.state import Services
 from service.http.token import token
 from service.tokens.access import AccessTokenIssuer
 from service.tokens.families import FamilyStore
@@ -54,30 +54,48 @@ def quiet_known_warnings() -> None:
 
 def build_services(settings: Settings, database: Database) -> Services:
     box = SecretBox.for_purpose(settings.secret, b"signing-keys")
-    keys = KeyRing(KeyStore(box), database, access_ttl=settings.access_token_ttl,
-                   interval=settings.key_refresh_interval)
+    keys = KeyRing(
+        KeyStore(box),
+        database,
+        access_ttl=settings.access_token_ttl,
+        interval=settings.key_refresh_interval,
+    )
     hasher = PasswordHasher(settings.argon2, settings.hash_concurrency)
     clients, users = ClientStore(), UserStore()
     issuer = AccessTokenIssuer(settings, keys)
-    rotation = RotationService(database=database, issuer=issuer,
-                               idle_ttl=settings.refresh_idle_ttl,
-                               reuse_grace=settings.reuse_grace)
-    tokens = TokenService(
-        database=database, clients=clients, users=users, hasher=hasher,
-        throttle=LoginThrottle(settings.login_max_failures, settings.login_window),
-        families=FamilyStore(idle_ttl=settings.refresh_idle_ttl,
-                             max_ttl=settings.family_max_ttl),
-        issuer=issuer, rotation=rotation,
+    rotation = RotationService(
+        database=database,
+        issuer=issuer,
+        idle_ttl=settings.refresh_idle_ttl,
+        reuse_grace=settings.reuse_grace,
     )
-    return Services(settings=settings, database=database, hasher=hasher, keys=keys,
-                    clients=clients, users=users, tokens=tokens)
+    tokens = TokenService(
+        database=database,
+        clients=clients,
+        users=users,
+        hasher=hasher,
+        throttle=LoginThrottle(settings.login_max_failures, settings.login_window),
+        families=FamilyStore(idle_ttl=settings.refresh_idle_ttl, max_ttl=settings.family_max_ttl),
+        issuer=issuer,
+        rotation=rotation,
+    )
+    return Services(
+        settings=settings,
+        database=database,
+        hasher=hasher,
+        keys=keys,
+        clients=clients,
+        users=users,
+        tokens=tokens,
+    )
 
 
 async def check_schema(database: Database) -> None:
     async with database.connection() as connection:
         exists = await connection.fetchval("SELECT to_regclass('alembic_version') IS NOT NULL")
-        current = await connection.fetchval("SELECT version_num FROM alembic_version") \
-            if exists else None
+        current = (
+            await connection.fetchval("SELECT version_num FROM alembic_version") if exists else None
+        )
     if current != head_revision():
         raise SchemaNotReady(
             f"database schema is at {current or 'nothing'}, not {head_revision()}: "
@@ -87,8 +105,9 @@ async def check_schema(database: Database) -> None:
 
 def create_app(settings: Settings) -> Litestar:
     quiet_known_warnings()
-    database = Database(settings.database_url, timeout=settings.db_timeout,
-                        max_size=settings.db_pool_size)
+    database = Database(
+        settings.database_url, timeout=settings.db_timeout, max_size=settings.db_pool_size
+    )
     services = build_services(settings, database)
 
     @asynccontextmanager
@@ -124,10 +143,12 @@ def openapi_config() -> OpenAPIConfig:
         description="Short-lived access JWTs and rotating single-use refresh tokens.",
         path="/schema",
         render_plugins=[ScalarRenderPlugin()],
-        components=Components(security_schemes={
-            "client_secret_basic": SecurityScheme(type="http", scheme="basic"),
-            "bearer": SecurityScheme(type="http", scheme="bearer", bearer_format="JWT"),
-        }),
+        components=Components(
+            security_schemes={
+                "client_secret_basic": SecurityScheme(type="http", scheme="basic"),
+                "bearer": SecurityScheme(type="http", scheme="bearer", bearer_format="JWT"),
+            }
+        ),
         use_handler_docstrings=False,
     )
 

@@ -30,7 +30,9 @@ class Embedded:
         import pgserver
 
         self.home.mkdir(parents=True, exist_ok=True)
-        self._server = pgserver.get_server(self.home / "pgdata", cleanup_mode="stop")
+        self._server = pgserver.get_server(  # type: ignore[attr-defined,unused-ignore]
+            self.home / "pgdata", cleanup_mode="stop"
+        )
         return str(self._server.get_uri())
 
     def secret(self) -> str:
@@ -69,28 +71,40 @@ def cmd_serve(args: argparse.Namespace, env: Mapping[str, str]) -> int:
 
     resolved, embedded = resolve_environment(env)
     settings = Settings.from_env(resolved)  # a bad value stops here, before any worker starts
-    os.environ.update({"DATABASE_URL": resolved["DATABASE_URL"],
-                       "ROTOR_SECRET": resolved["ROTOR_SECRET"]})
+    os.environ.update(
+        {"DATABASE_URL": resolved["DATABASE_URL"], "ROTOR_SECRET": resolved["ROTOR_SECRET"]}
+    )
     url = f"http://{args.host}:{args.port}"
     print(_banner(url, settings, embedded), file=sys.stderr, flush=True)
     uvicorn.run(
-        "service.app:app_from_env", factory=True, host=args.host, port=args.port,
-        workers=args.workers, access_log=False, log_level="warning", lifespan="on",
-        proxy_headers=False, server_header=False, loop="auto", http="auto",
+        "service.app:app_from_env",
+        factory=True,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        access_log=False,
+        log_level="warning",
+        lifespan="on",
+        proxy_headers=False,
+        server_header=False,
+        loop="auto",
+        http="auto",
     )
     return 0
 
 
 def _banner(url: str, settings: Settings, embedded: Embedded | None) -> str:
     where = f"embedded PostgreSQL in {embedded.home / 'pgdata'}" if embedded else "DATABASE_URL"
-    return "\n".join([
-        f"Rotor listening on {url} (issuer {settings.issuer}; store: {where})",
-        "First client and user, from another terminal in this folder:",
-        "  .venv/bin/rotor create-client --name my-app --grant password --grant refresh_token",
-        "  ROTOR_PASSWORD='a long password' .venv/bin/rotor create-user --username alice",
-        f"Then: curl -u CLIENT_ID:CLIENT_SECRET -d grant_type=password -d username=alice "
-        f"--data-urlencode password='a long password' {url}/token",
-    ])
+    return "\n".join(
+        [
+            f"Rotor listening on {url} (issuer {settings.issuer}; store: {where})",
+            "First client and user, from another terminal in this folder:",
+            "  .venv/bin/rotor create-client --name my-app --grant password --grant refresh_token",
+            "  ROTOR_PASSWORD='a long password' .venv/bin/rotor create-user --username alice",
+            f"Then: curl -u CLIENT_ID:CLIENT_SECRET -d grant_type=password -d username=alice "
+            f"--data-urlencode password='a long password' {url}/token",
+        ]
+    )
 
 
 def cmd_migrate(_: argparse.Namespace, env: Mapping[str, str]) -> int:
@@ -124,9 +138,14 @@ def cmd_create_client(args: argparse.Namespace, env: Mapping[str, str]) -> int:
 
     async def work(connection: Any) -> Any:
         return await ClientStore().create(
-            connection, name=args.name, grant_types=grants,
-            scopes=list(dict.fromkeys(args.scope or [])), public=args.public,
-            can_introspect=args.introspect, is_admin=args.admin)
+            connection,
+            name=args.name,
+            grant_types=grants,
+            scopes=list(dict.fromkeys(args.scope or [])),
+            public=args.public,
+            can_introspect=args.introspect,
+            is_admin=args.admin,
+        )
 
     client, secret = asyncio.run(_with_connection(settings, work))
     print(json.dumps({"client_id": client.client_id, "client_secret": secret}))

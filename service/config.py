@@ -60,7 +60,7 @@ class Settings:
         issuer = env.get("ROTOR_ISSUER", "").strip() or "http://localhost:8000"
         _check_url("ROTOR_ISSUER", issuer)
         audience_raw = env.get("ROTOR_AUDIENCE", "").split()
-        settings = cls(
+        return cls(
             database_url=_check_database_url(database_url),
             secret=parse_secret(_required(env, "ROTOR_SECRET")),
             issuer=issuer,
@@ -83,7 +83,6 @@ class Settings:
             hash_concurrency=_seconds(env, "ROTOR_HASH_CONCURRENCY", 2, minimum=1),
             db_pool_size=_seconds(env, "ROTOR_DB_POOL_SIZE", 10, minimum=1),
         )
-        return settings
 
     def with_overrides(self, **changes: object) -> Settings:
         return replace(self, **changes)  # type: ignore[arg-type]

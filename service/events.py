@@ -12,8 +12,13 @@ from typing import Any
 from service.db.pool import Connection
 
 EVENT_TYPES = (
-    "reuse_detected", "family_revoked", "login_failed", "login_locked",
-    "key_rotated", "key_revoked", "user_disabled",
+    "reuse_detected",
+    "family_revoked",
+    "login_failed",
+    "login_locked",
+    "key_rotated",
+    "key_revoked",
+    "user_disabled",
 )
 
 
@@ -26,9 +31,14 @@ class Caller:
 
 
 async def record(
-    connection: Connection, event_type: str, caller: Caller | None = None, *,
-    user_id: uuid.UUID | None = None, client_id: uuid.UUID | None = None,
-    family_id: uuid.UUID | None = None, detail: dict[str, Any] | None = None,
+    connection: Connection,
+    event_type: str,
+    caller: Caller | None = None,
+    *,
+    user_id: uuid.UUID | None = None,
+    client_id: uuid.UUID | None = None,
+    family_id: uuid.UUID | None = None,
+    detail: dict[str, Any] | None = None,
 ) -> None:
     assert event_type in EVENT_TYPES
     await connection.execute(
@@ -37,6 +47,12 @@ async def record(
                                      detail)
         VALUES ($1, $2, $3, $4, $5, $6::inet, $7, $8)
         """,
-        uuid.uuid4(), event_type, user_id, client_id, family_id,
-        caller.ip if caller else None, caller.user_agent if caller else None, detail or {},
+        uuid.uuid4(),
+        event_type,
+        user_id,
+        client_id,
+        family_id,
+        caller.ip if caller else None,
+        caller.user_agent if caller else None,
+        detail or {},
     )

@@ -92,8 +92,9 @@ async def database_url(server_url: str, template_db: str) -> AsyncIterator[str]:
 
 @pytest.fixture
 def settings(database_url: str) -> Settings:
-    return Settings(database_url=database_url, secret=TEST_SECRET, argon2=TEST_ARGON2,
-                    key_refresh_interval=0.2)
+    return Settings(
+        database_url=database_url, secret=TEST_SECRET, argon2=TEST_ARGON2, key_refresh_interval=0.2
+    )
 
 
 @pytest.fixture
@@ -109,4 +110,3 @@ async def rotor(settings: Settings, db: asyncpg.Connection) -> AsyncIterator[Rot
     """Rotor served in-process over HTTP (lifespan included), with helpers."""
     async with AsyncTestClient(create_app(settings)) as client:
         yield Rotor(client, settings, db)
-

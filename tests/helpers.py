@@ -49,30 +49,54 @@ class Rotor:
     http: AsyncTestClient[Any]
     settings: Settings
     db: asyncpg.Connection
-    _argon2: Argon2 = field(default_factory=lambda: Argon2(time_cost=1, memory_cost=8192,
-                                                           parallelism=1))
+    _argon2: Argon2 = field(
+        default_factory=lambda: Argon2(time_cost=1, memory_cost=8192, parallelism=1)
+    )
 
-    async def client(self, *, grants: list[str] | None = None, scopes: list[str] | None = None,
-                     public: bool = False, introspect: bool = False,
-                     admin: bool = False, name: str = "test-client") -> RegisteredClient:
+    async def client(
+        self,
+        *,
+        grants: list[str] | None = None,
+        scopes: list[str] | None = None,
+        public: bool = False,
+        introspect: bool = False,
+        admin: bool = False,
+        name: str = "test-client",
+    ) -> RegisteredClient:
         client, secret = await ClientStore().create(
-            self.db, name=name, grant_types=ALL_GRANTS if grants is None else grants,
-            scopes=["read", "write"] if scopes is None else scopes, public=public,
-            can_introspect=introspect, is_admin=admin)
+            self.db,
+            name=name,
+            grant_types=ALL_GRANTS if grants is None else grants,
+            scopes=["read", "write"] if scopes is None else scopes,
+            public=public,
+            can_introspect=introspect,
+            is_admin=admin,
+        )
         return RegisteredClient(client.client_id, secret)
 
-    async def user(self, username: str = "alice", password: str = PASSWORD,
-                   *, password_hash: str | None = None) -> str:
-        user = await UserStore().create(self.db, username,
-                                        password_hash or self._argon2.hash(password))
+    async def user(
+        self, username: str = "alice", password: str = PASSWORD, *, password_hash: str | None = None
+    ) -> str:
+        user = await UserStore().create(
+            self.db, username, password_hash or self._argon2.hash(password)
+        )
         return str(user.id)
 
-    async def token(self, data: dict[str, str] | list[tuple[str, str]],
-                    headers: dict[str, str] | None = None, **kwargs: Any) -> httpx.Response:
+    async def token(
+        self,
+        data: dict[str, str] | list[tuple[str, str]],
+        headers: dict[str, str] | None = None,
+        **kwargs: Any,
+    ) -> httpx.Response:
         return await self.http.post("/token", data=data, headers=headers, **kwargs)
 
-    async def login(self, client: RegisteredClient, username: str = "alice",
-                    password: str = PASSWORD, **extra: str) -> httpx.Response:
+    async def login(
+        self,
+        client: RegisteredClient,
+        username: str = "alice",
+        password: str = PASSWORD,
+        **extra: str,
+    ) -> httpx.Response:
         data = {"grant_type": "password", "username": username, "password": password, **extra}
         if client.client_secret is None:
             return await self.token({**data, "client_id": client.client_id})

@@ -42,12 +42,16 @@ def upgrade() -> None:
         sa.Column("name", sa.Text(), nullable=False),
         sa.Column("secret_hash", sa.LargeBinary(), nullable=True),
         sa.Column("public", sa.Boolean(), nullable=False),
-        sa.Column("grant_types", pg.ARRAY(sa.Text()), server_default=sa.text("'{}'"), nullable=False),
+        sa.Column(
+            "grant_types", pg.ARRAY(sa.Text()), server_default=sa.text("'{}'"), nullable=False
+        ),
         sa.Column("scopes", pg.ARRAY(sa.Text()), server_default=sa.text("'{}'"), nullable=False),
         sa.Column("can_introspect", sa.Boolean(), server_default=sa.text("false"), nullable=False),
         sa.Column("is_admin", sa.Boolean(), server_default=sa.text("false"), nullable=False),
         sa.Column("created_at", _tz(), server_default=NOW, nullable=False),
-        sa.CheckConstraint("public = (secret_hash IS NULL)", name="ck_clients_public_has_no_secret"),
+        sa.CheckConstraint(
+            "public = (secret_hash IS NULL)", name="ck_clients_public_has_no_secret"
+        ),
         sa.PrimaryKeyConstraint("id", name="pk_clients"),
     )
     op.create_table(
@@ -66,19 +70,31 @@ def upgrade() -> None:
             "'user_disabled', 'client_revoked', 'password_changed')",
             name="ck_token_families_revoked_reason_known",
         ),
-        sa.CheckConstraint("(revoked_at IS NULL) = (revoked_reason IS NULL)",
-                           name="ck_token_families_revoked_has_reason"),
-        sa.ForeignKeyConstraint(["user_id"], ["users.id"], ondelete="CASCADE",
-                                name="fk_token_families_user_id_users"),
-        sa.ForeignKeyConstraint(["client_id"], ["clients.id"], ondelete="CASCADE",
-                                name="fk_token_families_client_id_clients"),
+        sa.CheckConstraint(
+            "(revoked_at IS NULL) = (revoked_reason IS NULL)",
+            name="ck_token_families_revoked_has_reason",
+        ),
+        sa.ForeignKeyConstraint(
+            ["user_id"], ["users.id"], ondelete="CASCADE", name="fk_token_families_user_id_users"
+        ),
+        sa.ForeignKeyConstraint(
+            ["client_id"],
+            ["clients.id"],
+            ondelete="CASCADE",
+            name="fk_token_families_client_id_clients",
+        ),
         sa.PrimaryKeyConstraint("id", name="pk_token_families"),
     )
-    op.create_index("ix_token_families_user_id_created_at", "token_families",
-                    ["user_id", "created_at"])
+    op.create_index(
+        "ix_token_families_user_id_created_at", "token_families", ["user_id", "created_at"]
+    )
     op.create_index("ix_token_families_client_id", "token_families", ["client_id"])
-    op.create_index("ix_token_families_revoked_at", "token_families", ["revoked_at"],
-                    postgresql_where=sa.text("revoked_at IS NOT NULL"))
+    op.create_index(
+        "ix_token_families_revoked_at",
+        "token_families",
+        ["revoked_at"],
+        postgresql_where=sa.text("revoked_at IS NOT NULL"),
+    )
     op.create_index("ix_token_families_expires_at", "token_families", ["expires_at"])
 
     op.create_table(
@@ -92,14 +108,27 @@ def upgrade() -> None:
         sa.Column("spent_at", _tz(), nullable=True),
         sa.Column("successor_box", sa.LargeBinary(), nullable=True),
         sa.CheckConstraint("generation >= 1", name="ck_refresh_tokens_generation_positive"),
-        sa.ForeignKeyConstraint(["family_id"], ["token_families.id"], ondelete="CASCADE",
-                                name="fk_refresh_tokens_family_id_token_families"),
+        sa.ForeignKeyConstraint(
+            ["family_id"],
+            ["token_families.id"],
+            ondelete="CASCADE",
+            name="fk_refresh_tokens_family_id_token_families",
+        ),
         sa.PrimaryKeyConstraint("token_hash", name="pk_refresh_tokens"),
     )
-    op.create_index("uq_refresh_tokens_family_id_generation", "refresh_tokens",
-                    ["family_id", "generation"], unique=True)
-    op.create_index("uq_refresh_tokens_live_family_id", "refresh_tokens", ["family_id"],
-                    unique=True, postgresql_where=sa.text("spent_at IS NULL"))
+    op.create_index(
+        "uq_refresh_tokens_family_id_generation",
+        "refresh_tokens",
+        ["family_id", "generation"],
+        unique=True,
+    )
+    op.create_index(
+        "uq_refresh_tokens_live_family_id",
+        "refresh_tokens",
+        ["family_id"],
+        unique=True,
+        postgresql_where=sa.text("spent_at IS NULL"),
+    )
 
     op.create_table(
         "signing_keys",
@@ -113,15 +142,27 @@ def upgrade() -> None:
         sa.Column("retired_at", _tz(), nullable=True),
         sa.Column("revoked_at", _tz(), nullable=True),
         sa.Column("removed_at", _tz(), nullable=True),
-        sa.CheckConstraint("state IN ('next', 'active', 'retired', 'removed', 'revoked')",
-                           name="ck_signing_keys_state_known"),
+        sa.CheckConstraint(
+            "state IN ('next', 'active', 'retired', 'removed', 'revoked')",
+            name="ck_signing_keys_state_known",
+        ),
         sa.CheckConstraint("alg IN ('ES256', 'EdDSA', 'RS256')", name="ck_signing_keys_alg_known"),
         sa.PrimaryKeyConstraint("kid", name="pk_signing_keys"),
     )
-    op.create_index("uq_signing_keys_active", "signing_keys", ["state"], unique=True,
-                    postgresql_where=sa.text("state = 'active'"))
-    op.create_index("uq_signing_keys_next", "signing_keys", ["state"], unique=True,
-                    postgresql_where=sa.text("state = 'next'"))
+    op.create_index(
+        "uq_signing_keys_active",
+        "signing_keys",
+        ["state"],
+        unique=True,
+        postgresql_where=sa.text("state = 'active'"),
+    )
+    op.create_index(
+        "uq_signing_keys_next",
+        "signing_keys",
+        ["state"],
+        unique=True,
+        postgresql_where=sa.text("state = 'next'"),
+    )
 
     op.create_table(
         "revoked_access_tokens",
@@ -156,15 +197,27 @@ def upgrade() -> None:
         sa.Column("subject_kind", sa.Text(), nullable=False),
         sa.Column("subject", sa.Text(), nullable=False),
         sa.Column("at", _tz(), server_default=NOW, nullable=False),
-        sa.CheckConstraint("subject_kind IN ('username', 'ip')",
-                           name="ck_login_failures_subject_kind_known"),
+        sa.CheckConstraint(
+            "subject_kind IN ('username', 'ip')", name="ck_login_failures_subject_kind_known"
+        ),
         sa.PrimaryKeyConstraint("id", name="pk_login_failures"),
     )
-    op.create_index("ix_login_failures_subject_kind_subject_at", "login_failures",
-                    ["subject_kind", "subject", "at"])
+    op.create_index(
+        "ix_login_failures_subject_kind_subject_at",
+        "login_failures",
+        ["subject_kind", "subject", "at"],
+    )
 
 
 def downgrade() -> None:
-    for table in ("login_failures", "security_events", "revoked_access_tokens",
-                  "signing_keys", "refresh_tokens", "token_families", "clients", "users"):
+    for table in (
+        "login_failures",
+        "security_events",
+        "revoked_access_tokens",
+        "signing_keys",
+        "refresh_tokens",
+        "token_families",
+        "clients",
+        "users",
+    ):
         op.drop_table(table)

@@ -57,23 +57,37 @@ def new_secret() -> str:
     return secrets.token_urlsafe(32)
 
 
-_COLUMNS = "id, name, public, grant_types, scopes, can_introspect, is_admin, created_at, secret_hash"
+_COLUMNS = (
+    "id, name, public, grant_types, scopes, can_introspect, is_admin, created_at, secret_hash"
+)
 
 
 def _client(row: object) -> Client:
     r = row  # asyncpg.Record
     return Client(
-        id=r["id"], name=r["name"], public=r["public"],  # type: ignore[index]
-        grant_types=tuple(r["grant_types"]), scopes=tuple(r["scopes"]),  # type: ignore[index]
-        can_introspect=r["can_introspect"], is_admin=r["is_admin"],  # type: ignore[index]
-        created_at=r["created_at"], secret_hash=r["secret_hash"],  # type: ignore[index]
+        id=r["id"],
+        name=r["name"],
+        public=r["public"],  # type: ignore[index]
+        grant_types=tuple(r["grant_types"]),
+        scopes=tuple(r["scopes"]),  # type: ignore[index]
+        can_introspect=r["can_introspect"],
+        is_admin=r["is_admin"],  # type: ignore[index]
+        created_at=r["created_at"],
+        secret_hash=r["secret_hash"],  # type: ignore[index]
     )
 
 
 class ClientStore:
     async def create(
-        self, connection: Connection, *, name: str, grant_types: list[str], scopes: list[str],
-        public: bool, can_introspect: bool, is_admin: bool,
+        self,
+        connection: Connection,
+        *,
+        name: str,
+        grant_types: list[str],
+        scopes: list[str],
+        public: bool,
+        can_introspect: bool,
+        is_admin: bool,
     ) -> tuple[Client, str | None]:
         secret = None if public else new_secret()
         row = await connection.fetchrow(
@@ -83,14 +97,19 @@ class ClientStore:
             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
             RETURNING {_COLUMNS}
             """,
-            uuid.uuid4(), name, None if secret is None else fingerprint(secret), public,
-            grant_types, scopes, can_introspect, is_admin,
+            uuid.uuid4(),
+            name,
+            None if secret is None else fingerprint(secret),
+            public,
+            grant_types,
+            scopes,
+            can_introspect,
+            is_admin,
         )
         return _client(row), secret
 
     async def get(self, connection: Connection, client_id: uuid.UUID) -> Client | None:
-        row = await connection.fetchrow(f"SELECT {_COLUMNS} FROM clients WHERE id = $1",
-                                        client_id)
+        row = await connection.fetchrow(f"SELECT {_COLUMNS} FROM clients WHERE id = $1", client_id)
         return None if row is None else _client(row)
 
 

@@ -33,8 +33,9 @@ class PasswordHasher:
             type=Type.ID,
         )
         # argon2-cffi releases the GIL while hashing, so threads give real parallelism.
-        self._executor = ThreadPoolExecutor(max_workers=concurrency,
-                                            thread_name_prefix="rotor-argon2")
+        self._executor = ThreadPoolExecutor(
+            max_workers=concurrency, thread_name_prefix="rotor-argon2"
+        )
         self._slots = asyncio.Semaphore(concurrency)
         self._dummy_hash: str | None = None
 
@@ -61,8 +62,9 @@ class PasswordHasher:
     async def _verify(self, stored_hash: str, password: str) -> bool:
         async with self._slots:
             loop = asyncio.get_running_loop()
-            return await loop.run_in_executor(self._executor, self._verify_sync,
-                                              stored_hash, password)
+            return await loop.run_in_executor(
+                self._executor, self._verify_sync, stored_hash, password
+            )
 
     def _verify_sync(self, stored_hash: str, password: str) -> bool:
         try:

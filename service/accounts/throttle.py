@@ -45,25 +45,27 @@ class LoginThrottle:
         wait = 0
         for kind, subject in subjects.pairs():
             # Fixed order (username, then ip) for every caller: no lock cycles.
-            await connection.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 7))",
-                                     f"{kind}:{subject}")
+            await connection.execute(
+                "SELECT pg_advisory_xact_lock(hashtextextended($1, 7))", f"{kind}:{subject}"
+            )
             wait = max(wait, await self._seconds_locked(connection, kind, subject))
         if wait > 0:
             return wait
         ids = await connection.fetch(
             "INSERT INTO login_failures (subject_kind, subject) "
             "SELECT * FROM unnest($1::text[], $2::text[]) RETURNING id",
-            [kind for kind, _ in subjects.pairs()], [subject for _, subject in subjects.pairs()],
+            [kind for kind, _ in subjects.pairs()],
+            [subject for _, subject in subjects.pairs()],
         )
         return Attempt(tuple(row["id"] for row in ids))
 
-    async def succeeded(self, connection: Connection, subjects: Subjects,
-                        attempt: Attempt) -> None:
+    async def succeeded(self, connection: Connection, subjects: Subjects, attempt: Attempt) -> None:
         """A successful login clears that username's failures, and its own IP row."""
         await connection.execute(
             "DELETE FROM login_failures WHERE id = ANY($1::bigint[]) "
             "OR (subject_kind = 'username' AND subject = $2)",
-            list(attempt.row_ids), subjects.username,
+            list(attempt.row_ids),
+            subjects.username,
         )
 
     async def _seconds_locked(self, connection: Connection, kind: str, subject: str) -> int:
@@ -77,7 +79,10 @@ class LoginThrottle:
             ORDER BY at DESC
             OFFSET $4 LIMIT 1
             """,
-            kind, subject, self.window, self.max_failures - 1,
+            kind,
+            subject,
+            self.window,
+            self.max_failures - 1,
         )
         if remaining is None:
             return 0

@@ -28,8 +28,9 @@ _COLUMNS = "id, username, disabled, created_at, password_hash"
 
 
 def _user(row: asyncpg.Record) -> User:
-    return User(row["id"], row["username"], row["disabled"], row["created_at"],
-                row["password_hash"])
+    return User(
+        row["id"], row["username"], row["disabled"], row["created_at"], row["password_hash"]
+    )
 
 
 class UserStore:
@@ -38,27 +39,33 @@ class UserStore:
             row = await connection.fetchrow(
                 f"INSERT INTO users (id, username, password_hash) VALUES ($1, $2, $3) "
                 f"RETURNING {_COLUMNS}",
-                uuid.uuid4(), username, password_hash,
+                uuid.uuid4(),
+                username,
+                password_hash,
             )
         except asyncpg.UniqueViolationError:
             raise UsernameTaken(username) from None
         return _user(row)
 
     async def by_username(self, connection: Connection, username: str) -> User | None:
-        row = await connection.fetchrow(f"SELECT {_COLUMNS} FROM users WHERE username = $1",
-                                        username)
+        row = await connection.fetchrow(
+            f"SELECT {_COLUMNS} FROM users WHERE username = $1", username
+        )
         return None if row is None else _user(row)
 
     async def get(self, connection: Connection, user_id: uuid.UUID) -> User | None:
         row = await connection.fetchrow(f"SELECT {_COLUMNS} FROM users WHERE id = $1", user_id)
         return None if row is None else _user(row)
 
-    async def set_password_hash(self, connection: Connection, user_id: uuid.UUID,
-                                password_hash: str, *, changed: bool) -> None:
+    async def set_password_hash(
+        self, connection: Connection, user_id: uuid.UUID, password_hash: str, *, changed: bool
+    ) -> None:
         """`changed` False for a transparent rehash: that is not a password change."""
         await connection.execute(
             "UPDATE users SET password_hash = $2, "
             "password_changed_at = CASE WHEN $3 THEN now() ELSE password_changed_at END "
             "WHERE id = $1",
-            user_id, password_hash, changed,
+            user_id,
+            password_hash,
+            changed,
         )

@@ -70,10 +70,15 @@ token_families = Table(
     "token_families",
     metadata,
     Column("id", UUID(as_uuid=True), primary_key=True),
-    Column("user_id", UUID(as_uuid=True), ForeignKey("users.id", ondelete="CASCADE"),
-           nullable=False),
-    Column("client_id", UUID(as_uuid=True), ForeignKey("clients.id", ondelete="CASCADE"),
-           nullable=False),
+    Column(
+        "user_id", UUID(as_uuid=True), ForeignKey("users.id", ondelete="CASCADE"), nullable=False
+    ),
+    Column(
+        "client_id",
+        UUID(as_uuid=True),
+        ForeignKey("clients.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
     Column("scope", Text, nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=NOW),
     Column("expires_at", DateTime(timezone=True), nullable=False),
@@ -88,8 +93,11 @@ token_families = Table(
     CheckConstraint("(revoked_at IS NULL) = (revoked_reason IS NULL)", name="revoked_has_reason"),
     Index("ix_token_families_user_id_created_at", "user_id", "created_at"),
     Index("ix_token_families_client_id", "client_id"),
-    Index("ix_token_families_revoked_at", "revoked_at",
-          postgresql_where=text("revoked_at IS NOT NULL")),
+    Index(
+        "ix_token_families_revoked_at",
+        "revoked_at",
+        postgresql_where=text("revoked_at IS NOT NULL"),
+    ),
     Index("ix_token_families_expires_at", "expires_at"),
 )
 
@@ -101,8 +109,12 @@ refresh_tokens = Table(
     "refresh_tokens",
     metadata,
     Column("token_hash", LargeBinary, primary_key=True),
-    Column("family_id", UUID(as_uuid=True),
-           ForeignKey("token_families.id", ondelete="CASCADE"), nullable=False),
+    Column(
+        "family_id",
+        UUID(as_uuid=True),
+        ForeignKey("token_families.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
     Column("parent_hash", LargeBinary, nullable=True),
     Column("generation", Integer, nullable=False),
     Column("issued_at", DateTime(timezone=True), nullable=False, server_default=NOW),
@@ -114,8 +126,12 @@ refresh_tokens = Table(
     Column("successor_box", LargeBinary, nullable=True),
     CheckConstraint("generation >= 1", name="generation_positive"),
     Index("uq_refresh_tokens_family_id_generation", "family_id", "generation", unique=True),
-    Index("uq_refresh_tokens_live_family_id", "family_id", unique=True,
-          postgresql_where=text("spent_at IS NULL")),
+    Index(
+        "uq_refresh_tokens_live_family_id",
+        "family_id",
+        unique=True,
+        postgresql_where=text("spent_at IS NULL"),
+    ),
 )
 
 signing_keys = Table(
@@ -132,13 +148,14 @@ signing_keys = Table(
     Column("retired_at", DateTime(timezone=True), nullable=True),
     Column("revoked_at", DateTime(timezone=True), nullable=True),
     Column("removed_at", DateTime(timezone=True), nullable=True),
-    CheckConstraint("state IN ('next', 'active', 'retired', 'removed', 'revoked')",
-                    name="state_known"),
+    CheckConstraint(
+        "state IN ('next', 'active', 'retired', 'removed', 'revoked')", name="state_known"
+    ),
     CheckConstraint("alg IN ('ES256', 'EdDSA', 'RS256')", name="alg_known"),
-    Index("uq_signing_keys_active", "state", unique=True,
-          postgresql_where=text("state = 'active'")),
-    Index("uq_signing_keys_next", "state", unique=True,
-          postgresql_where=text("state = 'next'")),
+    Index(
+        "uq_signing_keys_active", "state", unique=True, postgresql_where=text("state = 'active'")
+    ),
+    Index("uq_signing_keys_next", "state", unique=True, postgresql_where=text("state = 'next'")),
 )
 
 # Access tokens revoked before their expiry (RFC 7009); rows go once expired.

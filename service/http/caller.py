@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+from typing import Any
 
 from litestar import Request
 
@@ -19,8 +20,9 @@ def _parse_ip(value: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | Non
         return None
 
 
-def client_ip(peer: str | None, forwarded_for: str | None,
-              trusted: tuple[IPNetwork, ...]) -> str | None:
+def client_ip(
+    peer: str | None, forwarded_for: str | None, trusted: tuple[IPNetwork, ...]
+) -> str | None:
     """Walk X-Forwarded-For from the right while the hop is a trusted proxy;
     the first untrusted address is the client. From anyone else it is ignored."""
     address = _parse_ip(peer) if peer else None
@@ -36,7 +38,7 @@ def client_ip(peer: str | None, forwarded_for: str | None,
     return str(address)
 
 
-def caller_of(request: Request[object, object, object], trusted: tuple[IPNetwork, ...]) -> Caller:
+def caller_of(request: Request[Any, Any, Any], trusted: tuple[IPNetwork, ...]) -> Caller:
     peer = request.client.host if request.client else None
     agent = request.headers.get("user-agent")
     return Caller(

@@ -11,8 +11,13 @@ from service.config import SIGNING_ALGS
 from service.http.state import services_of
 
 
-@get("/.well-known/jwks.json", tags=["discovery"], summary="Public signing keys (RFC 7517)",
-     operation_id="jwks", media_type=MediaType.JSON)
+@get(
+    "/.well-known/jwks.json",
+    tags=["discovery"],
+    summary="Public signing keys (RFC 7517)",
+    operation_id="jwks",
+    media_type=MediaType.JSON,
+)
 async def jwks(request: Request[Any, Any, Any]) -> Response[bytes]:
     services = services_of(request)
     return Response(
@@ -22,8 +27,12 @@ async def jwks(request: Request[Any, Any, Any]) -> Response[bytes]:
     )
 
 
-@get("/.well-known/oauth-authorization-server", tags=["discovery"], operation_id="metadata",
-     summary="Authorization server metadata (RFC 8414)")
+@get(
+    "/.well-known/oauth-authorization-server",
+    tags=["discovery"],
+    operation_id="metadata",
+    summary="Authorization server metadata (RFC 8414)",
+)
 async def metadata(request: Request[Any, Any, Any]) -> dict[str, Any]:
     settings = services_of(request).settings
     base = settings.issuer.rstrip("/")
@@ -35,12 +44,20 @@ async def metadata(request: Request[Any, Any, Any]) -> dict[str, Any]:
         "jwks_uri": f"{base}/.well-known/jwks.json",
         "grant_types_supported": ["password", "client_credentials", "refresh_token"],
         "response_types_supported": [],
-        "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post",
-                                                  "none"],
-        "introspection_endpoint_auth_methods_supported": ["client_secret_basic",
-                                                          "client_secret_post"],
-        "revocation_endpoint_auth_methods_supported": ["client_secret_basic",
-                                                       "client_secret_post", "none"],
+        "token_endpoint_auth_methods_supported": [
+            "client_secret_basic",
+            "client_secret_post",
+            "none",
+        ],
+        "introspection_endpoint_auth_methods_supported": [
+            "client_secret_basic",
+            "client_secret_post",
+        ],
+        "revocation_endpoint_auth_methods_supported": [
+            "client_secret_basic",
+            "client_secret_post",
+            "none",
+        ],
         "token_endpoint_auth_signing_alg_values_supported": list(SIGNING_ALGS),
         "id_token_signing_alg_values_supported": [],
         "access_token_signing_alg_values_supported": list(SIGNING_ALGS),

@@ -32,8 +32,9 @@ _CODES = {
 AnyRequest = Request[Any, Any, Any]
 
 
-def error_response(status: int, error: str, description: str,
-                   headers: dict[str, str] | None = None) -> Response[dict[str, str]]:
+def error_response(
+    status: int, error: str, description: str, headers: dict[str, str] | None = None
+) -> Response[dict[str, str]]:
     return Response(
         {"error": error, "error_description": description},
         status_code=status,
@@ -61,17 +62,19 @@ def http_exception(_: AnyRequest, exc: HTTPException) -> Response[dict[str, str]
             description = f"invalid or missing field(s): {', '.join(fields)}"
     if status >= 500:
         log.error("server error answered by an HTTPException", extra={"status": status})
-    return error_response(status, _CODES.get(status, "invalid_request"), description,
-                          dict(exc.headers or {}))
+    return error_response(
+        status, _CODES.get(status, "invalid_request"), description, dict(exc.headers or {})
+    )
 
 
 def server_error(_: AnyRequest, exc: Exception) -> Response[dict[str, str]]:
     log.error("unhandled error", exc_info=exc)
-    return error_response(HTTP_500_INTERNAL_SERVER_ERROR, "server_error",
-                          "the server could not answer this request")
+    return error_response(
+        HTTP_500_INTERNAL_SERVER_ERROR, "server_error", "the server could not answer this request"
+    )
 
 
-EXCEPTION_HANDLERS: dict[type[Exception], Any] = {
+EXCEPTION_HANDLERS: dict[int | type[Exception], Any] = {
     OAuthError: oauth_error,
     DatabaseUnavailable: unavailable,
     HTTPException: http_exception,

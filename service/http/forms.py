@@ -29,8 +29,9 @@ def parse_form(body: bytes, content_type: str | None) -> dict[str, str]:
 def parse_pairs(body: bytes) -> dict[str, str]:
     try:
         text = body.decode("utf-8")
-        pairs = parse_qsl(text, keep_blank_values=True, strict_parsing=False,
-                          errors="strict", max_num_fields=100)
+        pairs = parse_qsl(
+            text, keep_blank_values=True, strict_parsing=False, errors="strict", max_num_fields=100
+        )
     except UnicodeDecodeError:
         raise InvalidRequest("the body is not valid UTF-8") from None
     except ValueError:

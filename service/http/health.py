@@ -16,8 +16,12 @@ async def live() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@get("/health/ready", tags=["health"], operation_id="ready",
-     summary="200 when the database answers and the schema is at the latest migration")
+@get(
+    "/health/ready",
+    tags=["health"],
+    operation_id="ready",
+    summary="200 when the database answers and the schema is at the latest migration",
+)
 async def ready(request: Request[Any, Any, Any]) -> Response[dict[str, str]]:
     services = services_of(request)
     try:

@@ -11,20 +11,28 @@ import asyncio
 from typing import Any
 
 import msgspec
+from litestar.enums import ScopeType
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 NO_STORE_PATHS = frozenset({"/token", "/refresh", "/introspect", "/revoke"})
 NO_STORE_HEADERS = [(b"cache-control", b"no-store"), (b"pragma", b"no-cache")]
 # Served from memory: no database deadline needed.
-NO_DEADLINE_PATHS = frozenset({"/health/live", "/.well-known/jwks.json",
-                               "/.well-known/oauth-authorization-server", "/metrics"})
+NO_DEADLINE_PATHS = frozenset(
+    {
+        "/health/live",
+        "/.well-known/jwks.json",
+        "/.well-known/oauth-authorization-server",
+        "/metrics",
+    }
+)
 
 
 async def no_store(message: Message, scope: Scope) -> None:
     """A before-send hook, so it also covers answers made before routing (405, 404)."""
     if message["type"] == "http.response.start" and scope.get("path") in NO_STORE_PATHS:
         headers = [
-            (k, v) for k, v in message.get("headers", [])
+            (k, v)
+            for k, v in message.get("headers", [])
             if k.lower() not in (b"cache-control", b"pragma")
         ]
         message["headers"] = headers + NO_STORE_HEADERS
@@ -36,7 +44,7 @@ class DeadlineMiddleware:
         self._deadline = deadline
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in NO_DEADLINE_PATHS:
+        if scope["type"] != ScopeType.HTTP or scope["path"] in NO_DEADLINE_PATHS:
             await self._app(scope, receive, send)
             return
         started = False
@@ -56,13 +64,21 @@ class DeadlineMiddleware:
 
 
 async def _send_unavailable(send: Any, *, retry_after: int) -> None:
-    body = msgspec.json.encode({"error": "temporarily_unavailable",
-                                "error_description": "the database did not answer in time"})
-    await send({
-        "type": "http.response.start",
-        "status": 503,
-        "headers": [(b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                    (b"retry-after", str(retry_after).encode())],
-    })
+    body = msgspec.json.encode(
+        {
+            "error": "temporarily_unavailable",
+            "error_description": "the database did not answer in time",
+        }
+    )
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 503,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                (b"retry-after", str(retry_after).encode()),
+            ],
+        }
+    )
     await send({"type": "http.response.body", "body": body})

@@ -12,8 +12,8 @@ from service.accounts.passwords import PasswordHasher
 from service.accounts.users import UserStore
 from service.config import Settings
 from service.db.pool import Database
-from service.tokens.keys import KeyRing
 from service.tokens.grants import TokenService
+from service.tokens.keys import KeyRing
 
 
 @dataclass(slots=True)

@@ -37,8 +37,13 @@ class OAuthErrorBody(msgspec.Struct):
 
 
 def token_body(result: TokenResponse) -> TokenBody:
-    return TokenBody(result.access_token, result.token_type, result.expires_in, result.scope,
-                     result.refresh_token)
+    return TokenBody(
+        result.access_token,
+        result.token_type,
+        result.expires_in,
+        result.scope,
+        result.refresh_token,
+    )
 
 
 def _string(description: str) -> Schema:
@@ -49,8 +54,9 @@ TOKEN_FORM_SCHEMA = Schema(
     type=OpenAPIType.OBJECT,
     required=["grant_type"],
     properties={
-        "grant_type": Schema(type=OpenAPIType.STRING,
-                             enum=["password", "client_credentials", "refresh_token"]),
+        "grant_type": Schema(
+            type=OpenAPIType.STRING, enum=["password", "client_credentials", "refresh_token"]
+        ),
         "username": _string("password grant"),
         "password": _string("password grant"),
         "refresh_token": _string("refresh_token grant"),
@@ -60,14 +66,18 @@ TOKEN_FORM_SCHEMA = Schema(
     },
 )
 
+
 def _error(description: str) -> ResponseSpec:
-    return ResponseSpec(data_container=OAuthErrorBody, description=description,
-                        generate_examples=False)
+    return ResponseSpec(
+        data_container=OAuthErrorBody, description=description, generate_examples=False
+    )
 
 
 ERROR_RESPONSES = {
-    400: _error("invalid_request, invalid_grant, invalid_scope, unauthorized_client or "
-                "unsupported_grant_type (RFC 6749 section 5.2)"),
+    400: _error(
+        "invalid_request, invalid_grant, invalid_scope, unauthorized_client or "
+        "unsupported_grant_type (RFC 6749 section 5.2)"
+    ),
     401: _error("invalid_client, with WWW-Authenticate: Basic"),
     429: _error("too many failed logins; see Retry-After"),
     503: _error("temporarily_unavailable; see Retry-After"),
@@ -109,7 +119,7 @@ async def token(request: Request[Any, Any, Any]) -> Response[TokenBody]:
     credentials = presented_credentials(
         request.headers.get("authorization"), form.get("client_id"), form.get("client_secret")
     )
-    result = await services.tokens.token(form, credentials,
-                                         caller_of(request, services.settings.trusted_proxies))
+    result = await services.tokens.token(
+        form, credentials, caller_of(request, services.settings.trusted_proxies)
+    )
     return Response(token_body(result), status_code=200)
-

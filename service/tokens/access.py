@@ -32,8 +32,15 @@ class AccessTokenIssuer:
         self._ttl = settings.access_token_ttl
         self._ring = ring
 
-    def issue(self, *, subject: str, client_id: str, scope: str,
-              family_id: uuid.UUID | None, now: int | None = None) -> IssuedAccessToken:
+    def issue(
+        self,
+        *,
+        subject: str,
+        client_id: str,
+        scope: str,
+        family_id: uuid.UUID | None,
+        now: int | None = None,
+    ) -> IssuedAccessToken:
         issued_at = int(time.time()) if now is None else now
         jti = uuid.uuid4()
         claims: dict[str, object] = {

@@ -35,8 +35,9 @@ class FamilyStore:
         self._idle_ttl = idle_ttl
         self._max_ttl = max_ttl
 
-    async def start(self, connection: Connection, *, user_id: uuid.UUID,
-                    client_id: uuid.UUID, scope: str) -> NewFamily:
+    async def start(
+        self, connection: Connection, *, user_id: uuid.UUID, client_id: uuid.UUID, scope: str
+    ) -> NewFamily:
         """A password login: a new family and its generation-1 refresh token, in one
         round trip. The token's idle window never reaches past the family's limit."""
         family_id = uuid.uuid4()
@@ -51,7 +52,12 @@ class FamilyStore:
             INSERT INTO refresh_tokens (token_hash, family_id, generation, expires_at)
             SELECT $6, id, 1, least(now() + make_interval(secs => $7), expires_at) FROM family
             """,
-            family_id, user_id, client_id, scope, self._max_ttl,
-            token_fingerprint(token), self._idle_ttl,
+            family_id,
+            user_id,
+            client_id,
+            scope,
+            self._max_ttl,
+            token_fingerprint(token),
+            self._idle_ttl,
         )
         return NewFamily(family_id, token)

@@ -10,7 +10,6 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
 from service.accounts.clients import (
-    GRANT_TYPES,
     PUBLIC_GRANTS,
     Client,
     ClientStore,
@@ -43,16 +42,25 @@ class TokenResponse:
     expires_in: int
     scope: str
     refresh_token: str | None = None
-    token_type: str = "Bearer"
+    token_type: str = "Bearer"  # noqa: S105 - RFC 6750 token type, not a secret
 
 
 Grant = Callable[[Client, Mapping[str, str], str, Caller], Awaitable[TokenResponse]]
 
 
 class TokenService:
-    def __init__(self, *, database: Database, clients: ClientStore, users: UserStore,
-                 hasher: PasswordHasher, throttle: LoginThrottle, families: FamilyStore,
-                 issuer: AccessTokenIssuer, rotation: RotationService) -> None:
+    def __init__(
+        self,
+        *,
+        database: Database,
+        clients: ClientStore,
+        users: UserStore,
+        hasher: PasswordHasher,
+        throttle: LoginThrottle,
+        families: FamilyStore,
+        issuer: AccessTokenIssuer,
+        rotation: RotationService,
+    ) -> None:
         self._db = database
         self._clients = clients
         self._users = users
@@ -71,8 +79,9 @@ class TokenService:
         async with self._db.connection() as connection:
             return await authenticate(self._clients, connection, credentials)
 
-    async def token(self, form: Mapping[str, str], credentials: Credentials,
-                    caller: Caller) -> TokenResponse:
+    async def token(
+        self, form: Mapping[str, str], credentials: Credentials, caller: Caller
+    ) -> TokenResponse:
         grant_type = form.get("grant_type")
         if grant_type is None:
             raise InvalidRequest("missing grant_type")
@@ -86,24 +95,30 @@ class TokenService:
             raise UnauthorizedClient(f"this client may not use the {grant_type} grant")
         return await grant(client, form, grant_type, caller)
 
-    async def _client_credentials(self, client: Client, form: Mapping[str, str], _: str,
-                                  __: Caller) -> TokenResponse:
+    async def _client_credentials(
+        self, client: Client, form: Mapping[str, str], _: str, __: Caller
+    ) -> TokenResponse:
         # RFC 6749 4.4.3: no refresh token for this grant.
         scope = grant_scope(form.get("scope"), client.scopes)
-        issued = self._issuer.issue(subject=client.client_id, client_id=client.client_id,
-                                    scope=scope, family_id=None)
+        issued = self._issuer.issue(
+            subject=client.client_id, client_id=client.client_id, scope=scope, family_id=None
+        )
         return TokenResponse(issued.token, issued.expires_in, scope)
 
-    async def _refresh_token(self, client: Client, form: Mapping[str, str], _: str,
-                             caller: Caller) -> TokenResponse:
+    async def _refresh_token(
+        self, client: Client, form: Mapping[str, str], _: str, caller: Caller
+    ) -> TokenResponse:
         # /refresh and grant_type=refresh_token at /token share this (CONTRACT 3.2, 3.3).
-        result = await self._rotation.refresh(client, form.get("refresh_token"),
-                                              form.get("scope"), caller)
-        return TokenResponse(result.access_token, result.expires_in, result.scope,
-                             result.refresh_token)
+        result = await self._rotation.refresh(
+            client, form.get("refresh_token"), form.get("scope"), caller
+        )
+        return TokenResponse(
+            result.access_token, result.expires_in, result.scope, result.refresh_token
+        )
 
-    async def _password(self, client: Client, form: Mapping[str, str], _: str,
-                        caller: Caller) -> TokenResponse:
+    async def _password(
+        self, client: Client, form: Mapping[str, str], _: str, caller: Caller
+    ) -> TokenResponse:
         username, password = form.get("username"), form.get("password")
         if username is None or password is None:
             raise InvalidRequest("the password grant needs username and password")
@@ -125,29 +140,46 @@ class TokenService:
             await self._throttle.succeeded(connection, subjects, attempt)
             if new_hash is not None:
                 await self._users.set_password_hash(connection, user.id, new_hash, changed=False)
-            family = await self._families.start(connection, user_id=user.id,
-                                                client_id=client.id, scope=scope)
-        issued = self._issuer.issue(subject=str(user.id), client_id=client.client_id,
-                                    scope=scope, family_id=family.family_id)
+            family = await self._families.start(
+                connection, user_id=user.id, client_id=client.id, scope=scope
+            )
+        issued = self._issuer.issue(
+            subject=str(user.id),
+            client_id=client.client_id,
+            scope=scope,
+            family_id=family.family_id,
+        )
         return TokenResponse(issued.token, issued.expires_in, scope, family.refresh_token)
 
-    async def _reserve_attempt(self, client: Client, subjects: Subjects,
-                               caller: Caller) -> tuple[User | None, Attempt]:
+    async def _reserve_attempt(
+        self, client: Client, subjects: Subjects, caller: Caller
+    ) -> tuple[User | None, Attempt]:
         """One transaction, committed before any answer: the 429 and its event
         must survive the error response (STYLE.md, unit of work)."""
         async with self._db.transaction() as connection:
             reserved = await self._throttle.reserve(connection, subjects)
             if isinstance(reserved, Attempt):
                 return await self._users.by_username(connection, subjects.username), reserved
-            await record(connection, "login_locked", caller, client_id=client.id,
-                         detail={"retry_after": reserved})
+            await record(
+                connection,
+                "login_locked",
+                caller,
+                client_id=client.id,
+                detail={"retry_after": reserved},
+            )
         raise TooManyAttempts(reserved)
 
-    async def _login_failed(self, client: Client, user: User | None, caller: Caller,
-                            reason: str) -> None:
+    async def _login_failed(
+        self, client: Client, user: User | None, caller: Caller, reason: str
+    ) -> None:
         """The reserved failure rows stay; the event is committed; then the answer."""
         async with self._db.transaction() as connection:
-            await record(connection, "login_failed", caller, client_id=client.id,
-                         user_id=user.id if user else None,
-                         detail={"reason": reason if user else "unknown_user"})
+            await record(
+                connection,
+                "login_failed",
+                caller,
+                client_id=client.id,
+                user_id=user.id if user else None,
+                detail={"reason": reason if user else "unknown_user"},
+            )
         raise InvalidGrant("invalid username or password")

@@ -143,8 +143,9 @@ class KeyRing:
     """The keys of this process, reloaded from the database every few seconds,
     so a rotation made by any process or the CLI is seen within 5 seconds."""
 
-    def __init__(self, store: KeyStore, database: Database, *, access_ttl: int,
-                 interval: float) -> None:
+    def __init__(
+        self, store: KeyStore, database: Database, *, access_ttl: int, interval: float
+    ) -> None:
         self._store = store
         self._database = database
         self._access_ttl = access_ttl
@@ -184,4 +185,3 @@ class KeyRing:
                 await self.reload()
             except Exception:  # the ring keeps its last keys; the next tick retries
                 log.warning("signing keys could not be reloaded", exc_info=True)
-

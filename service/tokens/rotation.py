@@ -43,8 +43,12 @@ class _ChangedUnderfoot(Exception):
     """The token changed between the two statements of one rotation."""
 
 
-RETRYABLE = (asyncpg.SerializationError, asyncpg.DeadlockDetectedError,
-             asyncpg.UniqueViolationError, _ChangedUnderfoot)
+RETRYABLE = (
+    asyncpg.SerializationError,
+    asyncpg.DeadlockDetectedError,
+    asyncpg.UniqueViolationError,
+    _ChangedUnderfoot,
+)
 
 ROTATE_SQL = """
 WITH presented AS (
@@ -133,15 +137,17 @@ def successor_box(parent_token: str) -> SecretBox:
 
 
 class RotationService:
-    def __init__(self, *, database: Database, issuer: AccessTokenIssuer, idle_ttl: int,
-                 reuse_grace: int) -> None:
+    def __init__(
+        self, *, database: Database, issuer: AccessTokenIssuer, idle_ttl: int, reuse_grace: int
+    ) -> None:
         self._db = database
         self._issuer = issuer
         self._idle_ttl = idle_ttl
         self._grace = reuse_grace
 
-    async def refresh(self, client: Client, token: str | None, scope: str | None,
-                      caller: Caller) -> RotationResult:
+    async def refresh(
+        self, client: Client, token: str | None, scope: str | None, caller: Caller
+    ) -> RotationResult:
         if token is None:
             raise InvalidRequest("missing refresh_token")
         requested = requested_scopes(scope)
@@ -149,12 +155,17 @@ class RotationService:
             raise InvalidGrant("refresh token is invalid, expired or revoked")
         rotated = await self._rotate_with_retries(client, token, requested, caller)
         granted = rotated.scope if requested is None else " ".join(requested)
-        issued = self._issuer.issue(subject=str(rotated.user_id), client_id=client.client_id,
-                                    scope=granted, family_id=rotated.family_id)
+        issued = self._issuer.issue(
+            subject=str(rotated.user_id),
+            client_id=client.client_id,
+            scope=granted,
+            family_id=rotated.family_id,
+        )
         return RotationResult(issued.token, issued.expires_in, rotated.refresh_token, granted)
 
-    async def _rotate_with_retries(self, client: Client, token: str,
-                                   requested: list[str] | None, caller: Caller) -> Rotated:
+    async def _rotate_with_retries(
+        self, client: Client, token: str, requested: list[str] | None, caller: Caller
+    ) -> Rotated:
         for attempt in range(1, MAX_ATTEMPTS + 1):
             try:
                 async with self._db.connection() as connection:
@@ -164,32 +175,49 @@ class RotationService:
                 # requests with the same token: retry, bounded; never a 500.
                 if attempt == MAX_ATTEMPTS:
                     log.warning("rotation gave up after concurrent conflicts")
-                    raise InvalidGrant("concurrent requests with the same refresh token") \
-                        from None
+                    raise InvalidGrant("concurrent requests with the same refresh token") from None
         raise AssertionError("unreachable")
 
-    async def _rotate(self, connection: Connection, client: Client, token: str,
-                      requested: list[str] | None, caller: Caller) -> Rotated:
+    async def _rotate(
+        self,
+        connection: Connection,
+        client: Client,
+        token: str,
+        requested: list[str] | None,
+        caller: Caller,
+    ) -> Rotated:
         token_hash = token_fingerprint(token)
         successor = new_refresh_token()
-        box = (successor_box(token).seal(successor.encode(), token_hash)
-               if self._grace > 0 else None)
-        row = await connection.fetchrow(ROTATE_SQL, token_hash, client.id, box,
-                                        token_fingerprint(successor), self._idle_ttl,
-                                        requested)
+        box = successor_box(token).seal(successor.encode(), token_hash) if self._grace > 0 else None
+        row = await connection.fetchrow(
+            ROTATE_SQL,
+            token_hash,
+            client.id,
+            box,
+            token_fingerprint(successor),
+            self._idle_ttl,
+            requested,
+        )
         if row is not None:
             return Rotated(row["family_id"], row["user_id"], successor, row["scope"])
         return await self._look_closer(connection, client, token, token_hash, requested, caller)
 
-    async def _look_closer(self, connection: Connection, client: Client, token: str,
-                           token_hash: bytes, requested: list[str] | None,
-                           caller: Caller) -> Rotated:
+    async def _look_closer(
+        self,
+        connection: Connection,
+        client: Client,
+        token: str,
+        token_hash: bytes,
+        requested: list[str] | None,
+        caller: Caller,
+    ) -> Rotated:
         row = await connection.fetchrow(INSPECT_SQL, token_hash)
         # RFC 6749 10.4 / CONTRACT 3.3: another client's token changes nothing.
         if row is None or row["client_id"] != client.id:
             raise InvalidGrant("refresh token is invalid, expired or revoked")
-        family_live = (not row["family_revoked"] and row["family_unexpired"]
-                       and not row["user_disabled"])
+        family_live = (
+            not row["family_revoked"] and row["family_unexpired"] and not row["user_disabled"]
+        )
         if row["spent"]:
             retried = self._grace_retry(row, token, token_hash) if family_live else None
             if retried is not None:
@@ -225,13 +253,25 @@ class RotationService:
         if requested is not None and not set(requested) <= set(family_scope.split()):
             raise InvalidScope("a refresh may narrow the scope, never widen it")
 
-    async def _revoke_for_reuse(self, connection: Connection, client: Client,
-                                row: asyncpg.Record, caller: Caller) -> None:
-        detail = {"generation": row["generation"],
-                  "seconds_since_spent": round(row["seconds_since_spent"], 3)}
+    async def _revoke_for_reuse(
+        self, connection: Connection, client: Client, row: asyncpg.Record, caller: Caller
+    ) -> None:
+        detail = {
+            "generation": row["generation"],
+            "seconds_since_spent": round(row["seconds_since_spent"], 3),
+        }
         await connection.execute(
-            REVOKE_FOR_REUSE_SQL, row["family_id"], uuid.uuid4(), uuid.uuid4(),
-            row["user_id"], client.id, caller.ip, caller.user_agent, detail,
+            REVOKE_FOR_REUSE_SQL,
+            row["family_id"],
+            uuid.uuid4(),
+            uuid.uuid4(),
+            row["user_id"],
+            client.id,
+            caller.ip,
+            caller.user_agent,
+            detail,
         )
-        log.warning("refresh token reuse detected; family revoked",
-                    extra={"family_id": str(row["family_id"]), "generation": row["generation"]})
+        log.warning(
+            "refresh token reuse detected; family revoked",
+            extra={"family_id": str(row["family_id"]), "generation": row["generation"]},
+        )
