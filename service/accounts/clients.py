@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from urllib.parse import unquote_plus
 
+import asyncpg
+
 from service.db.pool import Connection
 from service.errors import InvalidClient, InvalidRequest
 
@@ -62,18 +64,17 @@ _COLUMNS = (
 )
 
 
-def _client(row: object) -> Client:
-    r = row  # asyncpg.Record
+def _client(row: asyncpg.Record) -> Client:
     return Client(
-        id=r["id"],
-        name=r["name"],
-        public=r["public"],  # type: ignore[index]
-        grant_types=tuple(r["grant_types"]),
-        scopes=tuple(r["scopes"]),  # type: ignore[index]
-        can_introspect=r["can_introspect"],
-        is_admin=r["is_admin"],  # type: ignore[index]
-        created_at=r["created_at"],
-        secret_hash=r["secret_hash"],  # type: ignore[index]
+        id=row["id"],
+        name=row["name"],
+        public=row["public"],
+        grant_types=tuple(row["grant_types"]),
+        scopes=tuple(row["scopes"]),
+        can_introspect=row["can_introspect"],
+        is_admin=row["is_admin"],
+        created_at=row["created_at"],
+        secret_hash=row["secret_hash"],
     )
 
 
