@@ -25,6 +25,7 @@ from service.db.migrate import head_revision
 from service.db.pool import Database
 from service.http.discovery import jwks, metadata
 from service.http.errors import EXCEPTION_HANDLERS
+from service.http.gateway import introspect, revoke
 from service.http.health import live, ready
 from service.http.middleware import DeadlineMiddleware, no_store
 from service.http.refresh import refresh
@@ -33,7 +34,10 @@ from service.http.token import token
 from service.tokens.access import AccessTokenIssuer
 from service.tokens.families import FamilyStore
 from service.tokens.grants import TokenService
+from service.tokens.introspection import IntrospectionService
 from service.tokens.keys import KeyRing, KeyStore
+from service.tokens.revocation import RevocationService
+from service.tokens.verify import AccessTokenVerifier
 from service.tokens.rotation import RotationService
 from service.tokens.secretbox import SecretBox
 
@@ -79,6 +83,7 @@ def build_services(settings: Settings, database: Database) -> Services:
         issuer=issuer,
         rotation=rotation,
     )
+    verifier = AccessTokenVerifier(settings, keys)
     return Services(
         settings=settings,
         database=database,
@@ -87,6 +92,9 @@ def build_services(settings: Settings, database: Database) -> Services:
         clients=clients,
         users=users,
         tokens=tokens,
+        verifier=verifier,
+        introspection=IntrospectionService(database, verifier),
+        revocation=RevocationService(database, verifier),
     )
 
 
@@ -124,7 +132,7 @@ def create_app(settings: Settings) -> Litestar:
             await database.close()
 
     return Litestar(
-        route_handlers=[token, refresh, jwks, metadata, live, ready],
+        route_handlers=[token, refresh, introspect, revoke, jwks, metadata, live, ready],
         lifespan=[lifespan],
         exception_handlers=EXCEPTION_HANDLERS,
         middleware=[DefineMiddleware(DeadlineMiddleware, deadline=settings.db_timeout)],

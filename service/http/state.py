@@ -13,6 +13,9 @@ from service.accounts.users import UserStore
 from service.config import Settings
 from service.db.pool import Database
 from service.tokens.grants import TokenService
+from service.tokens.introspection import IntrospectionService
+from service.tokens.revocation import RevocationService
+from service.tokens.verify import AccessTokenVerifier
 from service.tokens.keys import KeyRing
 
 
@@ -25,6 +28,9 @@ class Services:
     clients: ClientStore
     users: UserStore
     tokens: TokenService
+    verifier: AccessTokenVerifier
+    introspection: IntrospectionService
+    revocation: RevocationService
 
 
 def services_of(request: Request[Any, Any, Any]) -> Services:
