@@ -20,9 +20,14 @@ from service.accounts.clients import ClientStore
 from service.accounts.passwords import PasswordHasher
 from service.accounts.throttle import LoginThrottle
 from service.accounts.users import UserStore
+from service.admin.accounts import AccountAdmin
+from service.admin.events import EventAdmin
+from service.admin.keys import KeyAdmin
+from service.admin.sessions import SessionAdmin
 from service.config import Settings
 from service.db.migrate import head_revision
 from service.db.pool import Database
+from service.http.admin import AdminController
 from service.http.discovery import jwks, metadata
 from service.http.errors import EXCEPTION_HANDLERS
 from service.http.gateway import introspect, revoke
@@ -37,9 +42,9 @@ from service.tokens.grants import TokenService
 from service.tokens.introspection import IntrospectionService
 from service.tokens.keys import KeyRing, KeyStore
 from service.tokens.revocation import RevocationService
-from service.tokens.verify import AccessTokenVerifier
 from service.tokens.rotation import RotationService
 from service.tokens.secretbox import SecretBox
+from service.tokens.verify import AccessTokenVerifier
 
 log = logging.getLogger("rotor")
 
@@ -58,8 +63,9 @@ def quiet_known_warnings() -> None:
 
 def build_services(settings: Settings, database: Database) -> Services:
     box = SecretBox.for_purpose(settings.secret, b"signing-keys")
+    key_store = KeyStore(box)
     keys = KeyRing(
-        KeyStore(box),
+        key_store,
         database,
         access_ttl=settings.access_token_ttl,
         interval=settings.key_refresh_interval,
@@ -95,6 +101,12 @@ def build_services(settings: Settings, database: Database) -> Services:
         verifier=verifier,
         introspection=IntrospectionService(database, verifier),
         revocation=RevocationService(database, verifier),
+        account_admin=AccountAdmin(database, hasher, users, clients),
+        session_admin=SessionAdmin(database),
+        event_admin=EventAdmin(database),
+        key_admin=KeyAdmin(
+            database, key_store, alg=settings.signing_alg, min_age=settings.jwks_max_age
+        ),
     )
 
 
@@ -132,7 +144,17 @@ def create_app(settings: Settings) -> Litestar:
             await database.close()
 
     return Litestar(
-        route_handlers=[token, refresh, introspect, revoke, jwks, metadata, live, ready],
+        route_handlers=[
+            token,
+            refresh,
+            introspect,
+            revoke,
+            AdminController,
+            jwks,
+            metadata,
+            live,
+            ready,
+        ],
         lifespan=[lifespan],
         exception_handlers=EXCEPTION_HANDLERS,
         middleware=[DefineMiddleware(DeadlineMiddleware, deadline=settings.db_timeout)],

@@ -68,3 +68,33 @@ class TemporarilyUnavailable(OAuthError):
         super().__init__(
             "the database did not answer in time", headers={"Retry-After": str(retry_after)}
         )
+
+
+class NotFound(OAuthError):
+    error = "not_found"
+    status = 404
+
+
+class Conflict(OAuthError):
+    error = "conflict"
+    status = 409
+
+
+class Unprocessable(OAuthError):
+    error = "invalid_request"
+    status = 422
+
+
+class InvalidToken(OAuthError):
+    """RFC 6750 3.1: a missing, malformed, expired, revoked or forged bearer token."""
+
+    error = "invalid_token"
+    status = 401
+
+    def __init__(self, description: str = "a valid admin access token is required") -> None:
+        super().__init__(description, headers={"WWW-Authenticate": 'Bearer realm="rotor"'})
+
+
+class Forbidden(OAuthError):
+    error = "access_denied"
+    status = 403

@@ -10,13 +10,17 @@ from litestar import Request
 from service.accounts.clients import ClientStore
 from service.accounts.passwords import PasswordHasher
 from service.accounts.users import UserStore
+from service.admin.accounts import AccountAdmin
+from service.admin.events import EventAdmin
+from service.admin.keys import KeyAdmin
+from service.admin.sessions import SessionAdmin
 from service.config import Settings
 from service.db.pool import Database
 from service.tokens.grants import TokenService
 from service.tokens.introspection import IntrospectionService
+from service.tokens.keys import KeyRing
 from service.tokens.revocation import RevocationService
 from service.tokens.verify import AccessTokenVerifier
-from service.tokens.keys import KeyRing
 
 
 @dataclass(slots=True)
@@ -31,6 +35,10 @@ class Services:
     verifier: AccessTokenVerifier
     introspection: IntrospectionService
     revocation: RevocationService
+    account_admin: AccountAdmin
+    session_admin: SessionAdmin
+    event_admin: EventAdmin
+    key_admin: KeyAdmin
 
 
 def services_of(request: Request[Any, Any, Any]) -> Services:

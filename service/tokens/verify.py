@@ -24,7 +24,7 @@ from typing import Any
 import msgspec
 from joserfc import jwt
 from joserfc.errors import JoseError
-from joserfc.jwt import JWTClaimsRegistry
+from joserfc.jwt import ClaimsOption, JWTClaimsRegistry
 
 from service.config import SIGNING_ALGS, Settings
 from service.tokens.keys import KeyRing
@@ -89,11 +89,14 @@ class AccessTokenVerifier:
         self, kid: str, claims: dict[str, Any], now: int
     ) -> VerifiedAccessToken | None:
         # joserfc's jwt.decode checks the signature only; the claims are ours to check.
+        required: dict[str, ClaimsOption] = {
+            name: {"essential": True} for name in REQUIRED_CLAIMS if name != "iss"
+        }
         registry = JWTClaimsRegistry(
             now=now,
             leeway=0,
             iss={"essential": True, "value": self._issuer},
-            **{name: {"essential": True} for name in REQUIRED_CLAIMS if name != "iss"},
+            **required,
         )
         try:
             registry.validate(claims)

@@ -1,0 +1,1 @@
+"""Operator use cases (CONTRACT 3.6): no HTTP here."""

@@ -1,0 +1,88 @@
+"""Lists: newest first, `limit` 1..500 (default 50), opaque string cursors."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import msgspec
+
+from service.errors import InvalidRequest
+
+DEFAULT_LIMIT = 50
+MAX_LIMIT = 500
+
+
+BadRequest = InvalidRequest  # a malformed id, cursor, limit or filter: 400
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    items: list[dict[str, Any]]
+    next: str | None
+
+
+def check_limit(limit: int | None) -> int:
+    if limit is None:
+        return DEFAULT_LIMIT
+    if not 1 <= limit <= MAX_LIMIT:
+        raise BadRequest(f"limit must be between 1 and {MAX_LIMIT}")
+    return limit
+
+
+def parse_id(value: str, what: str = "id") -> uuid.UUID:
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        raise BadRequest(f"{what} must be a UUID") from None
+
+
+def encode_cursor(*position: Any) -> str:
+    return base64.urlsafe_b64encode(msgspec.json.encode(list(position))).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str | None, kinds: tuple[type, ...]) -> list[Any] | None:
+    """The position a cursor names; values typed by `kinds` (datetime, uuid.UUID, int, str)."""
+    if cursor is None:
+        return None
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        values = msgspec.json.decode(raw)
+        if not isinstance(values, list) or len(values) != len(kinds):
+            raise ValueError
+        return [_typed(value, kind) for value, kind in zip(values, kinds, strict=True)]
+    except (binascii.Error, ValueError, TypeError, msgspec.DecodeError):
+        raise BadRequest("cursor is not one this server issued") from None
+
+
+def _typed(value: Any, kind: type) -> Any:
+    if kind is datetime:
+        return datetime.fromisoformat(str(value))
+    if kind is uuid.UUID:
+        return uuid.UUID(str(value))
+    if kind is int:
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise ValueError
+        return value
+    return str(value)
+
+
+def rfc3339(moment: datetime | None) -> str | None:
+    """RFC 3339 in UTC with a Z; null for an absent time."""
+    if moment is None:
+        return None
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def parse_time(value: str, what: str) -> datetime:
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        raise BadRequest(f"{what} must be an RFC 3339 time") from None
+    if moment.tzinfo is None:
+        raise BadRequest(f"{what} must carry a time zone (RFC 3339)")
+    return moment

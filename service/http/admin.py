@@ -1,0 +1,221 @@
+"""/admin/...: the operators' API (CONTRACT 3.6), behind one guard."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated, Any
+
+import msgspec
+from litestar import Controller, Request, get, patch, post
+from litestar.connection import ASGIConnection
+from litestar.handlers.base import BaseRouteHandler
+from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
+
+from service.admin.paging import Page, parse_id
+from service.errors import Forbidden, InvalidToken
+from service.http.caller import caller_of
+from service.http.state import Services, services_of
+from service.tokens.introspection import access_token_state
+
+
+class NewUser(msgspec.Struct):
+    username: str
+    password: str
+
+
+class UserPatch(msgspec.Struct):
+    disabled: bool
+
+
+class NewPassword(msgspec.Struct):
+    password: str
+
+
+class NewClient(msgspec.Struct):
+    name: str
+    grant_types: list[str] = []
+    scopes: list[str] = []
+    public: bool = False
+    can_introspect: bool = False
+    is_admin: bool = False
+
+
+class RotateKeys(msgspec.Struct):
+    force: bool = False
+
+
+class Revoked(msgspec.Struct):
+    revoked: int
+
+
+def _page(page: Page) -> dict[str, Any]:
+    return {"items": page.items, "next": page.next}
+
+
+async def admin_guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+    """A valid, live access token (Bearer) of a client with the admin permission."""
+    services: Services = connection.app.state.services
+    scheme, _sep, token = (connection.headers.get("authorization") or "").partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise InvalidToken("a Bearer access token is required")
+    verified = services.verifier.verify(token.strip())
+    if verified is None:
+        raise InvalidToken("the access token is invalid or expired")
+    async with services.database.connection() as db:
+        active, _username = await access_token_state(db, verified)
+        client = await services.clients.get(db, uuid.UUID(verified.claims["client_id"]))
+    if not active or client is None:
+        raise InvalidToken("the access token is revoked")
+    if not client.is_admin:
+        raise Forbidden("this client does not have the admin permission")
+
+
+class AdminController(Controller):
+    path = "/admin"
+    guards = [admin_guard]
+    tags = ["admin"]
+    security = [{"bearer": []}]
+
+    @post("/users", status_code=201, operation_id="admin_create_user")
+    async def create_user(
+        self, request: Request[Any, Any, Any], data: JSONBody[NewUser]
+    ) -> dict[str, Any]:
+        return await services_of(request).account_admin.create_user(data.username, data.password)
+
+    @get("/users/{user_id:str}", operation_id="admin_get_user")
+    async def get_user(
+        self, request: Request[Any, Any, Any], user_id: FromPath[str]
+    ) -> dict[str, Any]:
+        return await services_of(request).account_admin.get_user(parse_id(user_id))
+
+    @patch("/users/{user_id:str}", operation_id="admin_patch_user")
+    async def patch_user(
+        self, request: Request[Any, Any, Any], user_id: FromPath[str], data: JSONBody[UserPatch]
+    ) -> dict[str, Any]:
+        services = services_of(request)
+        return await services.account_admin.set_disabled(
+            parse_id(user_id), data.disabled, caller_of(request, services.settings.trusted_proxies)
+        )
+
+    @post("/users/{user_id:str}/password", status_code=204, operation_id="admin_set_password")
+    async def set_password(
+        self, request: Request[Any, Any, Any], user_id: FromPath[str], data: JSONBody[NewPassword]
+    ) -> None:
+        services = services_of(request)
+        await services.account_admin.set_password(
+            parse_id(user_id), data.password, caller_of(request, services.settings.trusted_proxies)
+        )
+
+    @get("/users/{user_id:str}/families", operation_id="admin_user_families")
+    async def user_families(
+        self,
+        request: Request[Any, Any, Any],
+        user_id: FromPath[str],
+        limit: FromQuery[int | None] = None,
+        cursor: FromQuery[str | None] = None,
+    ) -> dict[str, Any]:
+        page = await services_of(request).session_admin.user_families(
+            parse_id(user_id), limit, cursor
+        )
+        return _page(page)
+
+    @post("/users/{user_id:str}/revoke", status_code=200, operation_id="admin_revoke_user")
+    async def revoke_user(self, request: Request[Any, Any, Any], user_id: FromPath[str]) -> Revoked:
+        return await _revoke(request, "user", user_id)
+
+    @post("/clients", status_code=201, operation_id="admin_create_client")
+    async def create_client(
+        self, request: Request[Any, Any, Any], data: JSONBody[NewClient]
+    ) -> dict[str, Any]:
+        return await services_of(request).account_admin.create_client(
+            name=data.name,
+            grant_types=data.grant_types,
+            scopes=data.scopes,
+            public=data.public,
+            can_introspect=data.can_introspect,
+            is_admin=data.is_admin,
+        )
+
+    @get("/clients/{client_id:str}", operation_id="admin_get_client")
+    async def get_client(
+        self, request: Request[Any, Any, Any], client_id: FromPath[str]
+    ) -> dict[str, Any]:
+        return await services_of(request).account_admin.get_client(parse_id(client_id))
+
+    @post("/clients/{client_id:str}/revoke", status_code=200, operation_id="admin_revoke_client")
+    async def revoke_client(
+        self, request: Request[Any, Any, Any], client_id: FromPath[str]
+    ) -> Revoked:
+        return await _revoke(request, "client", client_id)
+
+    @get("/families/{family_id:str}", operation_id="admin_get_family")
+    async def get_family(
+        self, request: Request[Any, Any, Any], family_id: FromPath[str]
+    ) -> dict[str, Any]:
+        return await services_of(request).session_admin.family(parse_id(family_id))
+
+    @post("/families/{family_id:str}/revoke", status_code=200, operation_id="admin_revoke_family")
+    async def revoke_family(
+        self, request: Request[Any, Any, Any], family_id: FromPath[str]
+    ) -> Revoked:
+        return await _revoke(request, "family", family_id)
+
+    @get("/events", operation_id="admin_events")
+    async def events(
+        self,
+        request: Request[Any, Any, Any],
+        event_type: Annotated[str | None, QueryParameter(name="type")] = None,
+        user_id: FromQuery[str | None] = None,
+        family_id: FromQuery[str | None] = None,
+        since: FromQuery[str | None] = None,
+        limit: FromQuery[int | None] = None,
+        cursor: FromQuery[str | None] = None,
+    ) -> dict[str, Any]:
+        page = await services_of(request).event_admin.list(
+            type=event_type,
+            user_id=user_id,
+            family_id=family_id,
+            since=since,
+            limit=limit,
+            cursor=cursor,
+        )
+        return _page(page)
+
+    @get("/keys", operation_id="admin_keys")
+    async def keys(
+        self,
+        request: Request[Any, Any, Any],
+        limit: FromQuery[int | None] = None,
+        cursor: FromQuery[str | None] = None,
+    ) -> dict[str, Any]:
+        return _page(await services_of(request).key_admin.list(limit, cursor))
+
+    @post("/keys/rotate", status_code=200, operation_id="admin_rotate_keys")
+    async def rotate_keys(
+        self, request: Request[Any, Any, Any], data: JSONBody[RotateKeys | None] = None
+    ) -> dict[str, Any]:
+        services = services_of(request)
+        key = await services.key_admin.rotate(
+            data.force if data else False, caller_of(request, services.settings.trusted_proxies)
+        )
+        await services.keys.reload()
+        return key
+
+    @post("/keys/{kid:str}/revoke", status_code=200, operation_id="admin_revoke_key")
+    async def revoke_key(
+        self, request: Request[Any, Any, Any], kid: FromPath[str]
+    ) -> dict[str, Any]:
+        services = services_of(request)
+        key = await services.key_admin.revoke(
+            kid, caller_of(request, services.settings.trusted_proxies)
+        )
+        await services.keys.reload()
+        return key
+
+
+async def _revoke(request: Request[Any, Any, Any], scope: str, subject: str) -> Revoked:
+    services = services_of(request)
+    count = await services.session_admin.revoke(
+        scope, parse_id(subject), caller_of(request, services.settings.trusted_proxies)
+    )
+    return Revoked(count)
