@@ -14,6 +14,7 @@ from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
+from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
 
 from service import __version__
 from service.accounts.clients import ClientStore
@@ -41,6 +42,7 @@ from service.tokens.families import FamilyStore
 from service.tokens.grants import TokenService
 from service.tokens.introspection import IntrospectionService
 from service.tokens.keys import KeyRing, KeyStore
+from service.tokens.pruning import Pruner
 from service.tokens.revocation import RevocationService
 from service.tokens.rotation import RotationService
 from service.tokens.secretbox import SecretBox
@@ -49,6 +51,20 @@ from service.tokens.verify import AccessTokenVerifier
 log = logging.getLogger("rotor")
 
 MAX_BODY_BYTES = 64 * 1024
+
+# Requests by route template and status, latency histograms (Litestar's plugin).
+PROMETHEUS = PrometheusConfig(
+    app_name="rotor",
+    prefix="rotor_http",
+    group_path=True,
+    exclude=["^/metrics$", "^/health/"],
+    exclude_unhandled_paths=True,
+)
+
+
+class MetricsController(PrometheusController):
+    path = "/metrics"
+    include_in_schema = False
 
 
 class SchemaNotReady(RuntimeError):
@@ -107,6 +123,13 @@ def build_services(settings: Settings, database: Database) -> Services:
         key_admin=KeyAdmin(
             database, key_store, alg=settings.signing_alg, min_age=settings.jwks_max_age
         ),
+        pruner=Pruner(
+            database,
+            interval=settings.prune_interval,
+            retention=settings.prune_retention,
+            access_ttl=settings.access_token_ttl,
+            login_window=settings.login_window,
+        ),
     )
 
 
@@ -136,9 +159,11 @@ def create_app(settings: Settings) -> Litestar:
         try:
             await check_schema(database)
             await services.keys.start(settings.signing_alg)
+            services.pruner.start()
             app.state.services = services
             yield
         finally:
+            await services.pruner.stop()
             await services.keys.stop()
             services.hasher.close()
             await database.close()
@@ -150,6 +175,7 @@ def create_app(settings: Settings) -> Litestar:
             introspect,
             revoke,
             AdminController,
+            MetricsController,
             jwks,
             metadata,
             live,
@@ -157,7 +183,10 @@ def create_app(settings: Settings) -> Litestar:
         ],
         lifespan=[lifespan],
         exception_handlers=EXCEPTION_HANDLERS,
-        middleware=[DefineMiddleware(DeadlineMiddleware, deadline=settings.db_timeout)],
+        middleware=[
+            PROMETHEUS.middleware,
+            DefineMiddleware(DeadlineMiddleware, deadline=settings.db_timeout),
+        ],
         before_send=[no_store],
         request_max_body_size=MAX_BODY_BYTES,
         openapi_config=openapi_config(),

@@ -74,6 +74,7 @@ def cmd_serve(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     os.environ.update(
         {"DATABASE_URL": resolved["DATABASE_URL"], "ROTOR_SECRET": resolved["ROTOR_SECRET"]}
     )
+    _metrics_directory()
     url = f"http://{args.host}:{args.port}"
     print(_banner(url, settings, embedded), file=sys.stderr, flush=True)
     uvicorn.run(
@@ -91,6 +92,15 @@ def cmd_serve(args: argparse.Namespace, env: Mapping[str, str]) -> int:
         http="auto",
     )
     return 0
+
+
+def _metrics_directory() -> None:
+    """Prometheus multiprocess mode, so /metrics adds up every worker; a fresh
+    directory per start (stale files from an earlier run would count twice)."""
+    import tempfile
+
+    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="rotor-metrics-")
 
 
 def _banner(url: str, settings: Settings, embedded: Embedded | None) -> str:
@@ -116,13 +126,14 @@ def cmd_migrate(_: argparse.Namespace, env: Mapping[str, str]) -> int:
     return 0
 
 
-async def _with_connection(settings: Settings, work: Any) -> Any:
+async def _with_connection(settings: Settings, work: Any, *, transaction: bool = True) -> Any:
     from service.db.pool import Database
 
     database = Database(settings.database_url, timeout=settings.db_timeout, max_size=2)
     await database.open()
     try:
-        async with database.transaction() as connection:
+        opened = database.transaction() if transaction else database.connection()
+        async with opened as connection:
             return await work(connection)
     finally:
         await database.close()
@@ -182,6 +193,52 @@ def cmd_create_user(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     return 0
 
 
+def cmd_rotate_keys(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    from service.admin.keys import rotate_keys
+    from service.errors import Conflict
+    from service.tokens.keys import KeyStore
+    from service.tokens.secretbox import SecretBox
+
+    settings, _embedded = _settings(env)
+    store = KeyStore(SecretBox.for_purpose(settings.secret, b"signing-keys"))
+
+    async def work(connection: Any) -> Any:
+        return await rotate_keys(
+            connection,
+            store,
+            alg=settings.signing_alg,
+            min_age=settings.jwks_max_age,
+            force=args.force,
+        )
+
+    try:
+        key = asyncio.run(_with_connection(settings, work, transaction=False))
+    except Conflict as exc:
+        return _fail(exc.description)
+    print(json.dumps(key))
+    return 0
+
+
+def cmd_prune(_: argparse.Namespace, env: Mapping[str, str]) -> int:
+    from dataclasses import asdict
+
+    from service.tokens.pruning import prune
+
+    settings, _embedded = _settings(env)
+
+    async def work(connection: Any) -> Any:
+        return await prune(
+            connection,
+            retention=settings.prune_retention,
+            access_ttl=settings.access_token_ttl,
+            login_window=settings.login_window,
+        )
+
+    report = asyncio.run(_with_connection(settings, work, transaction=False))
+    print(json.dumps(asdict(report)))
+    return 0
+
+
 def cmd_openapi(_: argparse.Namespace, __: Mapping[str, str]) -> int:
     from service.openapi import document
 
@@ -216,6 +273,16 @@ def parser() -> argparse.ArgumentParser:
     user = commands.add_parser("create-user", help="password from ROTOR_PASSWORD or stdin")
     user.add_argument("--username", required=True)
     user.set_defaults(run=cmd_create_user)
+    rotate = commands.add_parser("rotate-keys", help="promote the next signing key")
+    rotate.add_argument(
+        "--force",
+        action="store_true",
+        help="even if the next key is younger than ROTOR_JWKS_MAX_AGE",
+    )
+    rotate.set_defaults(run=cmd_rotate_keys)
+    commands.add_parser("prune", help="delete long-dead families and expired rows").set_defaults(
+        run=cmd_prune
+    )
     commands.add_parser("openapi", help="print the OpenAPI document").set_defaults(run=cmd_openapi)
     return top
 

@@ -52,6 +52,8 @@ class Settings:
     hash_concurrency: int = 2
     db_pool_size: int = 10
     key_refresh_interval: float = 2.0
+    prune_interval: int = 3600
+    prune_retention: int = 604800
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
@@ -82,6 +84,8 @@ class Settings:
             ),
             hash_concurrency=_seconds(env, "ROTOR_HASH_CONCURRENCY", 2, minimum=1),
             db_pool_size=_seconds(env, "ROTOR_DB_POOL_SIZE", 10, minimum=1),
+            prune_interval=_seconds(env, "ROTOR_PRUNE_INTERVAL", 3600, minimum=0),
+            prune_retention=_seconds(env, "ROTOR_PRUNE_RETENTION", 604800, minimum=0),
         )
 
     def with_overrides(self, **changes: object) -> Settings:

@@ -35,3 +35,13 @@ async def test_admin_smoke(rotor):
     assert r.status_code == 404, r.text
     r = await rotor.http.get("/admin/keys")
     assert r.status_code == 401, r.text
+
+
+async def test_metrics_smoke(rotor):
+    client = await rotor.client()
+    await rotor.user()
+    assert (await rotor.login(client)).status_code == 200
+    r = await rotor.http.get("/metrics")
+    assert r.status_code == 200
+    assert 'rotor_tokens_issued_total{grant="password"}' in r.text, r.text[:3000]
+    assert "rotor_http_requests_total" in r.text

@@ -19,6 +19,7 @@ from service.db.pool import Database
 from service.tokens.grants import TokenService
 from service.tokens.introspection import IntrospectionService
 from service.tokens.keys import KeyRing
+from service.tokens.pruning import Pruner
 from service.tokens.revocation import RevocationService
 from service.tokens.verify import AccessTokenVerifier
 
@@ -39,6 +40,7 @@ class Services:
     session_admin: SessionAdmin
     event_admin: EventAdmin
     key_admin: KeyAdmin
+    pruner: Pruner
 
 
 def services_of(request: Request[Any, Any, Any]) -> Services:

@@ -28,6 +28,7 @@ from service.errors import (
     UnsupportedGrantType,
 )
 from service.events import Caller, record
+from service.observability import metrics
 from service.tokens.access import AccessTokenIssuer
 from service.tokens.families import FamilyStore
 from service.tokens.rotation import RotationService
@@ -93,7 +94,9 @@ class TokenService:
             client.public and grant_type not in PUBLIC_GRANTS
         ):
             raise UnauthorizedClient(f"this client may not use the {grant_type} grant")
-        return await grant(client, form, grant_type, caller)
+        response = await grant(client, form, grant_type, caller)
+        metrics.TOKENS_ISSUED.labels(grant_type).inc()
+        return response
 
     async def _client_credentials(
         self, client: Client, form: Mapping[str, str], _: str, __: Caller
@@ -167,6 +170,7 @@ class TokenService:
                 client_id=client.id,
                 detail={"retry_after": reserved},
             )
+        metrics.LOGIN_LOCKOUTS.inc()
         raise TooManyAttempts(reserved)
 
     async def _login_failed(
@@ -182,4 +186,5 @@ class TokenService:
                 user_id=user.id if user else None,
                 detail={"reason": reason if user else "unknown_user"},
             )
+        metrics.LOGIN_FAILURES.inc()
         raise InvalidGrant("invalid username or password")

@@ -15,6 +15,7 @@ from service.accounts.clients import Client
 from service.db.pool import Connection, Database
 from service.errors import UnauthorizedClient
 from service.events import Caller
+from service.observability import metrics
 from service.tokens.families import token_fingerprint
 from service.tokens.introspection import MAX_REFRESH_TOKEN_CHARS
 from service.tokens.verify import AccessTokenVerifier, looks_like_jwt
@@ -69,6 +70,7 @@ async def revoke_families(
         caller.user_agent if caller else None,
         subject,
     )
+    metrics.FAMILIES_REVOKED.labels(reason).inc(count)
     return count
 
 
@@ -110,6 +112,7 @@ class RevocationService:
             verified.jti,
             float(verified.claims["exp"]),
         )
+        metrics.ACCESS_TOKENS_REVOKED.inc()
 
 
 def _check_owner(owner: Any, client: Client) -> None:

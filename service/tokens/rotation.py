@@ -28,6 +28,7 @@ from service.accounts.clients import Client
 from service.db.pool import Connection, Database
 from service.errors import InvalidGrant, InvalidRequest, InvalidScope
 from service.events import Caller
+from service.observability import metrics
 from service.tokens.access import AccessTokenIssuer
 from service.tokens.families import new_refresh_token, token_fingerprint
 from service.tokens.scopes import requested_scopes
@@ -107,10 +108,13 @@ WITH revoked AS (
     INSERT INTO security_events (id, type, user_id, client_id, family_id, ip, user_agent, detail)
     VALUES ($2, 'reuse_detected', $4, $5, $1, $6::inet, $7, $8)
 )
-INSERT INTO security_events (id, type, user_id, client_id, family_id, ip, user_agent, detail)
-SELECT $3, 'family_revoked', user_id, client_id, id, $6::inet, $7,
-       '{"reason": "reuse_detected"}'::jsonb
-FROM revoked
+), revoked_event AS (
+    INSERT INTO security_events (id, type, user_id, client_id, family_id, ip, user_agent, detail)
+    SELECT $3, 'family_revoked', user_id, client_id, id, $6::inet, $7,
+           '{"reason": "reuse_detected"}'::jsonb
+    FROM revoked
+)
+SELECT count(*) FROM revoked
 """
 
 
@@ -199,6 +203,7 @@ class RotationService:
             requested,
         )
         if row is not None:
+            metrics.ROTATIONS.inc()
             return Rotated(row["family_id"], row["user_id"], successor, row["scope"])
         return await self._look_closer(connection, client, token, token_hash, requested, caller)
 
@@ -222,6 +227,7 @@ class RotationService:
             retried = self._grace_retry(row, token, token_hash) if family_live else None
             if retried is not None:
                 self._check_scope(row["scope"], requested)
+                metrics.GRACE_RETRIES.inc()
                 return Rotated(row["family_id"], row["user_id"], retried, row["scope"])
             await self._revoke_for_reuse(connection, client, row, caller)
             raise InvalidGrant("refresh token was already used; the session is revoked")
@@ -260,7 +266,7 @@ class RotationService:
             "generation": row["generation"],
             "seconds_since_spent": round(row["seconds_since_spent"], 3),
         }
-        await connection.execute(
+        newly_revoked = await connection.fetchval(
             REVOKE_FOR_REUSE_SQL,
             row["family_id"],
             uuid.uuid4(),
@@ -271,6 +277,8 @@ class RotationService:
             caller.user_agent,
             detail,
         )
+        metrics.REUSE_DETECTED.inc()
+        metrics.FAMILIES_REVOKED.labels("reuse_detected").inc(newly_revoked)
         log.warning(
             "refresh token reuse detected; family revoked",
             extra={"family_id": str(row["family_id"]), "generation": row["generation"]},
