@@ -9,6 +9,7 @@ import base64
 import json
 import os
 import secrets
+import signal
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -30,10 +31,22 @@ class Embedded:
         import pgserver
 
         self.home.mkdir(parents=True, exist_ok=True)
+        self._forget_dead_users()
         self._server = pgserver.get_server(  # type: ignore[attr-defined,unused-ignore]
             self.home / "pgdata", cleanup_mode="stop"
         )
         return str(self._server.get_uri())
+
+    def _forget_dead_users(self) -> None:
+        """pgserver stops the server when the last process using it exits, counting
+        processes in a pid list; a process that died without cleaning up (SIGKILL)
+        would keep the server up forever. Drop pids that no longer run."""
+        from pgserver.utils import DiskList
+
+        pids = DiskList(self.home / "pgdata" / ".handle_pids.json")
+        alive = [pid for pid in pids.get() if _running(pid)]
+        if alive != pids.get():
+            pids.put(alive)
 
     def secret(self) -> str:
         """ROTOR_SECRET generated once into ./.rotor/secret (mode 0600)."""
@@ -44,6 +57,16 @@ class Embedded:
             with os.fdopen(fd, "w") as handle:
                 handle.write(value + "\n")
         return path.read_text().strip()
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def resolve_environment(env: Mapping[str, str]) -> tuple[dict[str, str], Embedded | None]:
@@ -77,6 +100,9 @@ def cmd_serve(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     _metrics_directory()
     url = f"http://{args.host}:{args.port}"
     print(_banner(url, settings, embedded), file=sys.stderr, flush=True)
+    # uvicorn re-raises SIGTERM after its graceful shutdown; as SystemExit it
+    # lets the embedded PostgreSQL stop with the last process that uses it.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     uvicorn.run(
         "service.app:app_from_env",
         factory=True,
