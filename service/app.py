@@ -15,6 +15,7 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
 from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
+from litestar.types import ASGIApp
 
 from service import __version__
 from service.accounts.clients import ClientStore
@@ -37,6 +38,7 @@ from service.http.middleware import DeadlineMiddleware, no_store
 from service.http.refresh import refresh
 from service.http.state import Services
 from service.http.token import token
+from service.observability.logs import AccessLogMiddleware, configure_logging
 from service.tokens.access import AccessTokenIssuer
 from service.tokens.families import FamilyStore
 from service.tokens.grants import TokenService
@@ -212,6 +214,13 @@ def openapi_config() -> OpenAPIConfig:
     )
 
 
-def app_from_env() -> Litestar:
+def create_asgi(settings: Settings) -> ASGIApp:
+    """The application as served: Rotor behind its access log (which also sees the
+    answers made before routing, such as 404 and 405)."""
+    return AccessLogMiddleware(create_app(settings))
+
+
+def app_from_env() -> ASGIApp:
     """Factory for server worker processes: reads the environment when called."""
-    return create_app(Settings.from_env(os.environ))
+    configure_logging(os.environ.get("ROTOR_LOG_LEVEL", "INFO").upper())
+    return create_asgi(Settings.from_env(os.environ))

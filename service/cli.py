@@ -92,6 +92,9 @@ def _settings(env: Mapping[str, str]) -> tuple[Settings, Embedded | None]:
 def cmd_serve(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     import uvicorn
 
+    from service.observability.logs import configure_logging
+
+    configure_logging(env.get("ROTOR_LOG_LEVEL", "INFO").upper())
     resolved, embedded = resolve_environment(env)
     settings = Settings.from_env(resolved)  # a bad value stops here, before any worker starts
     os.environ.update(
@@ -110,7 +113,7 @@ def cmd_serve(args: argparse.Namespace, env: Mapping[str, str]) -> int:
         port=args.port,
         workers=args.workers,
         access_log=False,
-        log_level="warning",
+        log_config=None,
         lifespan="on",
         proxy_headers=False,
         server_header=False,

@@ -107,7 +107,6 @@ WITH revoked AS (
 ), reuse_event AS (
     INSERT INTO security_events (id, type, user_id, client_id, family_id, ip, user_agent, detail)
     VALUES ($2, 'reuse_detected', $4, $5, $1, $6::inet, $7, $8)
-)
 ), revoked_event AS (
     INSERT INTO security_events (id, type, user_id, client_id, family_id, ip, user_agent, detail)
     SELECT $3, 'family_revoked', user_id, client_id, id, $6::inet, $7,
