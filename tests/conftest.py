@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any
 
 import asyncpg
 import pytest
@@ -43,7 +44,7 @@ def _docker_answers() -> bool:
 
 
 @pytest.fixture(scope="session")
-def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def server_url() -> Iterator[str]:
     url = os.environ.get("TEST_DATABASE_URL", "").strip()
     if url:
         yield url
@@ -56,12 +57,14 @@ def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         return
     import pgserver
 
-    home: Path = tmp_path_factory.mktemp("pg")
+    # Not under pytest's basetemp: a concurrent pytest run may prune that.
+    home = Path(tempfile.mkdtemp(prefix="rotor-test-pg-"))
     server = pgserver.get_server(home / "pgdata", cleanup_mode="delete")
     try:
         yield str(server.get_uri())
     finally:
         server.cleanup()
+        shutil.rmtree(home, ignore_errors=True)
 
 
 async def _admin(server_url: str, sql: str) -> None:

@@ -53,8 +53,8 @@ def check_password(password: str) -> None:
 
 
 def check_client(name: str, grants: list[str], scopes: list[str], public: bool) -> None:
-    if not 1 <= len(name) <= MAX_NAME_CHARS:
-        raise BadRequest(f"name must be 1 to {MAX_NAME_CHARS} characters")
+    if not 1 <= len(name) <= MAX_NAME_CHARS or not name.isprintable():
+        raise BadRequest(f"name must be 1 to {MAX_NAME_CHARS} printable characters")
     unknown = [grant for grant in grants if grant not in GRANT_TYPES]
     if unknown:
         raise BadRequest(f"unknown grant type(s); known: {', '.join(GRANT_TYPES)}")

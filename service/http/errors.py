@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import asyncpg
 from litestar import MediaType, Request, Response
 from litestar.exceptions import HTTPException
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
@@ -67,6 +68,12 @@ def http_exception(_: AnyRequest, exc: HTTPException) -> Response[dict[str, str]
     )
 
 
+def bad_data(_: AnyRequest, __: asyncpg.DataError) -> Response[dict[str, str]]:
+    # Last line of defence: input PostgreSQL cannot store (e.g. NUL in text) is
+    # the caller's error, never a 500. Checks at the edge should catch it first.
+    return error_response(400, "invalid_request", "the request contains invalid characters")
+
+
 def server_error(_: AnyRequest, exc: Exception) -> Response[dict[str, str]]:
     log.error("unhandled error", exc_info=exc)
     return error_response(
@@ -78,5 +85,6 @@ EXCEPTION_HANDLERS: dict[int | type[Exception], Any] = {
     OAuthError: oauth_error,
     DatabaseUnavailable: unavailable,
     HTTPException: http_exception,
+    asyncpg.DataError: bad_data,
     Exception: server_error,
 }

@@ -39,6 +39,8 @@ def parse_pairs(body: bytes) -> dict[str, str]:
     form: dict[str, str] = {}
     seen: set[str] = set()
     for name, value in pairs:
+        if "\x00" in name or "\x00" in value:
+            raise InvalidRequest("parameters must not contain NUL characters")
         if name in seen:
             raise InvalidRequest(f"parameter {name[:40]!r} is repeated")
         seen.add(name)

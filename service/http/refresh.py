@@ -58,6 +58,8 @@ def _parse_json(body: bytes) -> dict[str, str]:
             continue  # an empty member counts as absent, as in the form
         if not isinstance(value, str):
             raise InvalidRequest(f"{name} must be a string")
+        if "\x00" in value:
+            raise InvalidRequest(f"{name} must not contain NUL characters")
         fields[name] = value
     return fields
 

@@ -1,0 +1,413 @@
+"""Login throttling at /token (CONTRACT section 1 and 3.2).
+
+The apps here allow 3 failures in a 60-second window. Time passes by moving
+the `at` of login_failures rows back with SQL; nothing sleeps.
+
+The in-process test client's peer is "testclient", not an IP address, so the
+per-IP limit cannot apply to it; the IP tests serve the app behind a tiny ASGI
+wrapper that sets the peer address from an `x-test-peer` header, as a real
+server would from the socket.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+from litestar.testing import AsyncTestClient
+from litestar.types import ASGIApp, Receive, Scope, Send
+
+from service.app import create_app
+from service.config import Settings
+from service.http.caller import client_ip
+from tests.helpers import PASSWORD, RegisteredClient, Rotor
+
+MAX_FAILURES = 3
+WINDOW = 60
+PEER = "198.51.100.7"
+PROXY = "10.0.0.1"
+
+
+def with_peer_header(app: ASGIApp) -> ASGIApp:
+    """The peer address a server would take from the socket, here from a header."""
+
+    async def wrapped(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            for name, value in scope["headers"]:
+                if name == b"x-test-peer":
+                    scope["client"] = (value.decode(), 50000)
+        await app(scope, receive, send)
+
+    return wrapped
+
+
+@asynccontextmanager
+async def serve(
+    settings: Settings, db: asyncpg.Connection, *, peers: bool = False, **overrides: Any
+) -> AsyncIterator[Rotor]:
+    limits: dict[str, Any] = {"login_max_failures": MAX_FAILURES, "login_window": WINDOW}
+    changed = settings.with_overrides(**{**limits, **overrides})
+    app: Any = create_app(changed)
+    async with AsyncTestClient(with_peer_header(app) if peers else app) as http:
+        yield Rotor(http, changed, db)
+
+
+@pytest.fixture
+async def rotor(settings: Settings, db: asyncpg.Connection) -> AsyncIterator[Rotor]:
+    """This file's Rotor: 3 failures per 60 seconds, peer "testclient"."""
+    async with serve(settings, db) as served:
+        yield served
+
+
+async def login(
+    rotor: Rotor,
+    client: RegisteredClient,
+    username: str = "alice",
+    password: str = PASSWORD,
+    **headers: str,
+) -> httpx.Response:
+    data = {"grant_type": "password", "username": username, "password": password}
+    extra = {name.replace("_", "-"): value for name, value in headers.items()}
+    return await rotor.token(data, {**client.auth, **extra})
+
+
+async def fail(
+    rotor: Rotor, client: RegisteredClient, username: str = "alice", **headers: str
+) -> None:
+    response = await login(rotor, client, username, "wrong password", **headers)
+    assert response.status_code == 400, response.text
+    assert response.json()["error"] == "invalid_grant"
+
+
+def assert_locked(response: httpx.Response, case: object = "") -> int:
+    assert response.status_code == 429, (case, response.text)
+    assert response.json() == {
+        "error": "slow_down",
+        "error_description": "too many failed login attempts; retry later",
+    }
+    assert response.headers["cache-control"] == "no-store"
+    assert response.headers["pragma"] == "no-cache"
+    retry_after = response.headers["retry-after"]
+    assert retry_after.isdigit(), retry_after
+    return int(retry_after)
+
+
+async def failures(db: asyncpg.Connection, kind: str, subject: str) -> int:
+    value: int = await db.fetchval(
+        "SELECT count(*) FROM login_failures WHERE subject_kind = $1 AND subject = $2",
+        kind,
+        subject,
+    )
+    return value
+
+
+async def events(db: asyncpg.Connection, event_type: str) -> list[asyncpg.Record]:
+    return await db.fetch(
+        "SELECT user_id::text, client_id::text, host(ip) AS ip, detail::text AS detail "
+        "FROM security_events WHERE type = $1 ORDER BY seq",
+        event_type,
+    )
+
+
+async def age_failures(db: asyncpg.Connection, seconds: int, where: str = "true") -> None:
+    await db.execute(
+        f"UPDATE login_failures SET at = at - make_interval(secs => $1) WHERE {where}", seconds
+    )
+
+
+def counting(target: Any, name: str) -> list[object]:
+    """Replace an async method of `target` with one that records its calls."""
+    calls: list[object] = []
+    original: Callable[..., Awaitable[Any]] = getattr(target, name)
+
+    async def wrapper(*args: Any) -> Any:
+        calls.append(args)
+        return await original(*args)
+
+    setattr(target, name, wrapper)
+    return calls
+
+
+# --- the username limit --------------------------------------------------------------------
+
+
+async def test_right_password_after_max_failures_is_429_without_hashing(rotor: Rotor) -> None:
+    client = await rotor.client()
+    await rotor.user()
+    for _ in range(MAX_FAILURES):
+        await fail(rotor, client)
+    hasher = rotor.http.app.state.services.hasher
+    verified, hashed = counting(hasher, "verify"), counting(hasher, "hash")
+
+    response = await login(rotor, client)
+
+    retry_after = assert_locked(response)
+    assert 1 <= retry_after <= WINDOW
+    assert verified == []
+    assert hashed == []
+    assert await failures(rotor.db, "username", "alice") == MAX_FAILURES
+    locked = await events(rotor.db, "login_locked")
+    assert len(locked) == 1
+    assert locked[0]["client_id"] == client.client_id
+    assert json.loads(locked[0]["detail"]) == {"retry_after": retry_after}
+    assert await rotor.db.fetchval("SELECT count(*) FROM token_families") == 0
+
+
+async def test_attempt_below_the_limit_still_checks_the_password(rotor: Rotor) -> None:
+    client = await rotor.client()
+    await rotor.user()
+    for _ in range(MAX_FAILURES - 1):
+        await fail(rotor, client)
+
+    response = await login(rotor, client)
+
+    assert response.status_code == 200, response.text
+    assert await failures(rotor.db, "username", "alice") == 0
+
+
+async def test_refused_attempts_do_not_count_and_aged_failures_release(rotor: Rotor) -> None:
+    client = await rotor.client()
+    await rotor.user()
+    for _ in range(MAX_FAILURES):
+        await fail(rotor, client)
+
+    for attempt in range(4):
+        assert_locked(await login(rotor, client, password="wrong again"), attempt)
+
+    assert await failures(rotor.db, "username", "alice") == MAX_FAILURES
+    assert len(await events(rotor.db, "login_failed")) == MAX_FAILURES
+    assert len(await events(rotor.db, "login_locked")) == 4
+    # Once the counted failures age out, nothing is left to hold the lock.
+    await age_failures(rotor.db, WINDOW + 1)
+    response = await login(rotor, client)
+    assert response.status_code == 200, response.text
+    assert await failures(rotor.db, "username", "alice") == 0
+
+
+async def test_lock_lasts_until_enough_failures_age_out(rotor: Rotor) -> None:
+    client = await rotor.client()
+    await rotor.user()
+    for _ in range(MAX_FAILURES):
+        await fail(rotor, client)
+    ids = [row["id"] for row in await rotor.db.fetch("SELECT id FROM login_failures ORDER BY id")]
+    # Failures 50, 30 and 10 seconds ago: the oldest leaves the window in ~10 s.
+    for row_id, age in zip(ids, [50, 30, 10], strict=True):
+        await age_failures(rotor.db, age, f"id = {row_id}")
+
+    retry_after = assert_locked(await login(rotor, client))
+    assert 7 <= retry_after <= 10  # a few seconds of slack for a loaded machine
+
+    await age_failures(rotor.db, 11, f"id = {ids[0]}")  # now 61 s old: out of the window
+    response = await login(rotor, client)
+    assert response.status_code == 200, response.text
+
+
+async def test_retry_after_follows_the_configured_window(
+    settings: Settings, db: asyncpg.Connection
+) -> None:
+    async with serve(settings, db, login_window=900) as rotor:
+        client = await rotor.client()
+        await rotor.user()
+        for _ in range(MAX_FAILURES):
+            await fail(rotor, client)
+        retry_after = assert_locked(await login(rotor, client))
+        await age_failures(db, 600)
+        retry_after_later = assert_locked(await login(rotor, client))
+
+    assert 895 <= retry_after <= 900
+    assert 295 <= retry_after_later <= 300
+
+
+async def test_limit_is_per_username_known_or_not(rotor: Rotor) -> None:
+    client = await rotor.client()
+    await rotor.user()
+    await rotor.user("bob")
+    for _ in range(MAX_FAILURES):
+        await fail(rotor, client)
+        await fail(rotor, client, "ghost")
+
+    alice = await login(rotor, client)
+    ghost = await login(rotor, client, "ghost")
+    bob = await login(rotor, client, username="bob")
+
+    assert_locked(alice, "alice")
+    assert_locked(ghost, "unknown username")
+    assert bob.status_code == 200, bob.text
+    assert await failures(rotor.db, "username", "ghost") == MAX_FAILURES
+
+
+async def test_successful_login_clears_that_usernames_failures(rotor: Rotor) -> None:
+    client = await rotor.client()
+    await rotor.user()
+    await rotor.user("bob")
+    for _ in range(MAX_FAILURES - 1):
+        await fail(rotor, client)
+    await fail(rotor, client, "bob")
+
+    assert (await login(rotor, client)).status_code == 200
+
+    assert await failures(rotor.db, "username", "alice") == 0
+    assert await failures(rotor.db, "username", "bob") == 1
+    # A fresh allowance: two more failures and the right password still get in.
+    for _ in range(MAX_FAILURES - 1):
+        await fail(rotor, client)
+    assert (await login(rotor, client)).status_code == 200
+
+
+async def test_peer_without_an_ip_address_is_limited_by_username_only(rotor: Rotor) -> None:
+    # The test client's peer is "testclient": no IP subject, no IP in events.
+    client = await rotor.client()
+    for name in ["u1", "u2", "u3", "u4"]:
+        await fail(rotor, client, name)
+
+    kinds = await rotor.db.fetch("SELECT DISTINCT subject_kind FROM login_failures")
+    assert [row["subject_kind"] for row in kinds] == ["username"]
+    assert [row["ip"] for row in await events(rotor.db, "login_failed")] == [None] * 4
+
+
+async def test_concurrent_attempts_never_exceed_the_limit(rotor: Rotor) -> None:
+    client = await rotor.client()
+    await rotor.user()
+
+    responses = await asyncio.gather(
+        *(login(rotor, client, password=f"wrong {n}") for n in range(8))
+    )
+
+    statuses = sorted(response.status_code for response in responses)
+    assert statuses == [400] * MAX_FAILURES + [429] * (8 - MAX_FAILURES)
+    assert await failures(rotor.db, "username", "alice") == MAX_FAILURES
+
+
+# --- the client IP limit -------------------------------------------------------------------
+
+
+async def test_limit_per_client_ip_across_usernames(
+    settings: Settings, db: asyncpg.Connection
+) -> None:
+    async with serve(settings, db, peers=True) as rotor:
+        client = await rotor.client()
+        await rotor.user()
+        for name in ["u1", "u2", "u3"]:
+            await fail(rotor, client, name, x_test_peer=PEER)
+
+        same_ip = await login(rotor, client, x_test_peer=PEER)
+        other_ip = await login(rotor, client, x_test_peer="198.51.100.8")
+        for name in ["u4", "u5", "u6"]:
+            await fail(rotor, client, name, x_test_peer="2001:db8::7")
+        ipv6 = await login(rotor, client, x_test_peer="2001:db8::7")
+
+    assert_locked(same_ip)
+    assert other_ip.status_code == 200, other_ip.text
+    assert await failures(db, "ip", PEER) == MAX_FAILURES
+    locked = await events(db, "login_locked")
+    assert_locked(ipv6, "ipv6")
+    assert await failures(db, "ip", "2001:db8::7") == MAX_FAILURES
+    assert [row["ip"] for row in locked] == [PEER, "2001:db8::7"]
+    assert [row["ip"] for row in await events(db, "login_failed")] == [PEER] * 3 + [
+        "2001:db8::7"
+    ] * 3
+
+
+async def test_success_does_not_clear_the_ips_other_failures(
+    settings: Settings, db: asyncpg.Connection
+) -> None:
+    # An attacker's own good login must not reset the count of its IP.
+    async with serve(settings, db, peers=True) as rotor:
+        client = await rotor.client()
+        await rotor.user("mallory")
+        await fail(rotor, client, "victim1", x_test_peer=PEER)
+        await fail(rotor, client, "victim2", x_test_peer=PEER)
+        own = await login(rotor, client, "mallory", x_test_peer=PEER)
+        await fail(rotor, client, "victim3", x_test_peer=PEER)
+
+        locked = await login(rotor, client, "mallory", x_test_peer=PEER)
+
+    assert own.status_code == 200, own.text
+    assert_locked(locked)
+    assert await failures(db, "ip", PEER) == MAX_FAILURES
+
+
+async def test_forwarded_for_from_an_untrusted_peer_is_ignored(
+    settings: Settings, db: asyncpg.Connection
+) -> None:
+    trusted = (ipaddress.ip_network("10.0.0.0/8"),)
+    async with serve(settings, db, peers=True, trusted_proxies=trusted) as rotor:
+        client = await rotor.client()
+        await rotor.user()
+        for n, name in enumerate(["u1", "u2", "u3"]):
+            await fail(rotor, client, name, x_test_peer=PEER, x_forwarded_for=f"203.0.113.{n}")
+
+        response = await login(rotor, client, x_test_peer=PEER, x_forwarded_for="203.0.113.9")
+
+    assert_locked(response)
+    ip_subjects = await db.fetch(
+        "SELECT DISTINCT subject FROM login_failures WHERE subject_kind = 'ip'"
+    )
+    assert [row["subject"] for row in ip_subjects] == [PEER]
+
+
+async def test_forwarded_for_from_a_trusted_proxy_is_believed(
+    settings: Settings, db: asyncpg.Connection
+) -> None:
+    trusted = (ipaddress.ip_network("10.0.0.0/8"),)
+    async with serve(settings, db, peers=True, trusted_proxies=trusted) as rotor:
+        client = await rotor.client()
+        await rotor.user()
+        for name in ["u1", "u2", "u3"]:
+            await fail(rotor, client, name, x_test_peer=PROXY, x_forwarded_for="203.0.113.5")
+
+        same_client = await login(rotor, client, x_test_peer=PROXY, x_forwarded_for="203.0.113.5")
+        # A spoofed left-most hop does not hide the address the proxy saw.
+        spoofed = await login(
+            rotor, client, x_test_peer=PROXY, x_forwarded_for="192.0.2.1, 203.0.113.5"
+        )
+        other_client = await login(rotor, client, x_test_peer=PROXY, x_forwarded_for="203.0.113.6")
+
+    assert_locked(same_client, "same client")
+    assert_locked(spoofed, "spoofed")
+    assert other_client.status_code == 200, other_client.text
+    assert await failures(db, "ip", "203.0.113.5") == MAX_FAILURES
+    assert await failures(db, "ip", PROXY) == 0
+    assert [row["ip"] for row in await events(db, "login_failed")] == ["203.0.113.5"] * 3
+
+
+# --- client_ip, the function ---------------------------------------------------------------
+
+TRUSTED = (ipaddress.ip_network("10.0.0.0/8"), ipaddress.ip_network("fd00::/8"))
+
+
+@pytest.mark.parametrize(
+    ("peer", "forwarded_for", "trusted", "expected"),
+    [
+        (None, "203.0.113.5", TRUSTED, None),
+        ("testclient", "203.0.113.5", TRUSTED, None),
+        ("198.51.100.7", None, TRUSTED, "198.51.100.7"),
+        ("198.51.100.7", "203.0.113.5", (), "198.51.100.7"),
+        ("198.51.100.7", "203.0.113.5", TRUSTED, "198.51.100.7"),
+        ("10.0.0.1", "203.0.113.5", (), "10.0.0.1"),
+        ("10.0.0.1", "203.0.113.5", TRUSTED, "203.0.113.5"),
+        ("10.0.0.1", " 203.0.113.5 ", TRUSTED, "203.0.113.5"),
+        ("10.0.0.1", "192.0.2.1, 203.0.113.5", TRUSTED, "203.0.113.5"),
+        ("10.0.0.1", "192.0.2.1, 203.0.113.5, 10.0.0.2", TRUSTED, "203.0.113.5"),
+        ("10.0.0.1", "203.0.113.5,10.9.9.9", TRUSTED, "203.0.113.5"),
+        ("10.0.0.1", "garbage", TRUSTED, "10.0.0.1"),
+        ("10.0.0.1", "203.0.113.5, garbage", TRUSTED, "10.0.0.1"),
+        ("10.0.0.1", "", TRUSTED, "10.0.0.1"),
+        ("fd00::1", "2001:db8::5", TRUSTED, "2001:db8::5"),
+        ("2001:db8::9", "203.0.113.5", TRUSTED, "2001:db8::9"),
+    ],
+)
+def test_client_ip(
+    peer: str | None,
+    forwarded_for: str | None,
+    trusted: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...],
+    expected: str | None,
+) -> None:
+    assert client_ip(peer, forwarded_for, trusted) == expected
