@@ -39,6 +39,7 @@ from service.http.refresh import refresh
 from service.http.state import Services
 from service.http.token import token
 from service.observability.logs import AccessLogMiddleware, configure_logging
+from service.observability.shutdown import Drain
 from service.tokens.access import AccessTokenIssuer
 from service.tokens.families import FamilyStore
 from service.tokens.grants import TokenService
@@ -125,6 +126,7 @@ def build_services(settings: Settings, database: Database) -> Services:
         key_admin=KeyAdmin(
             database, key_store, alg=settings.signing_alg, min_age=settings.jwks_max_age
         ),
+        drain=Drain(settings.shutdown_delay),
         pruner=Pruner(
             database,
             interval=settings.prune_interval,
@@ -148,7 +150,7 @@ async def check_schema(database: Database) -> None:
         )
 
 
-def create_app(settings: Settings) -> Litestar:
+def create_app(settings: Settings, *, drain_on_sigterm: bool = False) -> Litestar:
     quiet_known_warnings()
     database = Database(
         settings.database_url, timeout=settings.db_timeout, max_size=settings.db_pool_size
@@ -163,8 +165,11 @@ def create_app(settings: Settings) -> Litestar:
             await services.keys.start(settings.signing_alg)
             services.pruner.start()
             app.state.services = services
+            if drain_on_sigterm:
+                services.drain.install()
             yield
         finally:
+            services.drain.uninstall()
             await services.pruner.stop()
             await services.keys.stop()
             services.hasher.close()
@@ -217,7 +222,7 @@ def openapi_config() -> OpenAPIConfig:
 def create_asgi(settings: Settings) -> ASGIApp:
     """The application as served: Rotor behind its access log (which also sees the
     answers made before routing, such as 404 and 405)."""
-    return AccessLogMiddleware(create_app(settings))
+    return AccessLogMiddleware(create_app(settings, drain_on_sigterm=True))
 
 
 def app_from_env() -> ASGIApp:

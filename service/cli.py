@@ -115,6 +115,7 @@ def cmd_serve(args: argparse.Namespace, env: Mapping[str, str]) -> int:
         access_log=False,
         log_config=None,
         lifespan="on",
+        timeout_graceful_shutdown=10,
         proxy_headers=False,
         server_header=False,
         loop="auto",

@@ -54,6 +54,7 @@ class Settings:
     key_refresh_interval: float = 2.0
     prune_interval: int = 3600
     prune_retention: int = 604800
+    shutdown_delay: int = 2
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
@@ -86,6 +87,7 @@ class Settings:
             db_pool_size=_seconds(env, "ROTOR_DB_POOL_SIZE", 10, minimum=1),
             prune_interval=_seconds(env, "ROTOR_PRUNE_INTERVAL", 3600, minimum=0),
             prune_retention=_seconds(env, "ROTOR_PRUNE_RETENTION", 604800, minimum=0),
+            shutdown_delay=_seconds(env, "ROTOR_SHUTDOWN_DELAY", 2, minimum=0),
         )
 
     def with_overrides(self, **changes: object) -> Settings:

@@ -24,6 +24,8 @@ async def live() -> dict[str, str]:
 )
 async def ready(request: Request[Any, Any, Any]) -> Response[dict[str, str]]:
     services = services_of(request)
+    if services.drain.draining:
+        return Response({"status": "unavailable", "reason": "shutting down"}, status_code=503)
     try:
         async with services.database.connection() as connection:
             current = await connection.fetchval("SELECT version_num FROM alembic_version")

@@ -16,6 +16,7 @@ from service.admin.keys import KeyAdmin
 from service.admin.sessions import SessionAdmin
 from service.config import Settings
 from service.db.pool import Database
+from service.observability.shutdown import Drain
 from service.tokens.grants import TokenService
 from service.tokens.introspection import IntrospectionService
 from service.tokens.keys import KeyRing
@@ -41,6 +42,7 @@ class Services:
     event_admin: EventAdmin
     key_admin: KeyAdmin
     pruner: Pruner
+    drain: Drain
 
 
 def services_of(request: Request[Any, Any, Any]) -> Services:
