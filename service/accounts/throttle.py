@@ -3,9 +3,16 @@
 CONTRACT section 1: a failure counts against the username (known or not) and
 the client IP; once either has `max_failures` in the last `window` seconds,
 every further attempt is refused (429) without hashing, until enough failures
-age out. The limit is exact under concurrency: an attempt reserves its
-failure rows (under a per-subject advisory lock) before the password is
-hashed, and a successful login deletes them again.
+age out.
+
+Per username the limit is exact under concurrency: an attempt reserves its
+failure row (under a per-username advisory lock) before the password is
+hashed, and a successful login deletes it again, so N simultaneous guesses
+at one account cannot all slip past the check. Per IP only finished
+failures count: one IP may be a BFF logging in many users at once, and its
+honest logins in flight must not lock it out. Simultaneous failing guesses
+from one IP can therefore exceed the IP limit by the number in flight, which
+the bounded hashing queue keeps small.
 """
 
 from __future__ import annotations
@@ -42,25 +49,31 @@ class LoginThrottle:
 
     async def reserve(self, connection: Connection, subjects: Subjects) -> Attempt | int:
         """In the caller's transaction: an Attempt, or the seconds to wait (locked)."""
+        await connection.execute(
+            "SELECT pg_advisory_xact_lock(hashtextextended($1, 7))", f"username:{subjects.username}"
+        )
         wait = 0
         for kind, subject in subjects.pairs():
-            # Fixed order (username, then ip) for every caller: no lock cycles.
-            await connection.execute(
-                "SELECT pg_advisory_xact_lock(hashtextextended($1, 7))", f"{kind}:{subject}"
-            )
             wait = max(wait, await self._seconds_locked(connection, kind, subject))
         if wait > 0:
             return wait
-        ids = await connection.fetch(
-            "INSERT INTO login_failures (subject_kind, subject) "
-            "SELECT * FROM unnest($1::text[], $2::text[]) RETURNING id",
-            [kind for kind, _ in subjects.pairs()],
-            [subject for _, subject in subjects.pairs()],
+        row_id = await connection.fetchval(
+            "INSERT INTO login_failures (subject_kind, subject) VALUES ('username', $1) "
+            "RETURNING id",
+            subjects.username,
         )
-        return Attempt(tuple(row["id"] for row in ids))
+        return Attempt((row_id,))
+
+    async def failed(self, connection: Connection, subjects: Subjects) -> None:
+        """The attempt failed: its username row stays; the IP's failure is counted now."""
+        if subjects.ip is not None:
+            await connection.execute(
+                "INSERT INTO login_failures (subject_kind, subject) VALUES ('ip', $1)",
+                subjects.ip,
+            )
 
     async def succeeded(self, connection: Connection, subjects: Subjects, attempt: Attempt) -> None:
-        """A successful login clears that username's failures, and its own IP row."""
+        """A successful login clears that username's failures (its own row included)."""
         await connection.execute(
             "DELETE FROM login_failures WHERE id = ANY($1::bigint[]) "
             "OR (subject_kind = 'username' AND subject = $2)",

@@ -132,10 +132,10 @@ class TokenService:
         subjects = Subjects(username, caller.ip)
         user, attempt = await self._reserve_attempt(client, subjects, caller)
         if not await self._hasher.verify(user.password_hash if user else None, password):
-            await self._login_failed(client, user, caller, "bad_credentials")
+            await self._login_failed(client, user, subjects, caller, "bad_credentials")
         assert user is not None
         if user.disabled:
-            await self._login_failed(client, user, caller, "user_disabled")
+            await self._login_failed(client, user, subjects, caller, "user_disabled")
         new_hash = None
         if self._hasher.needs_rehash(user.password_hash):
             new_hash = await self._hasher.hash(password)
@@ -174,10 +174,12 @@ class TokenService:
         raise TooManyAttempts(reserved)
 
     async def _login_failed(
-        self, client: Client, user: User | None, caller: Caller, reason: str
+        self, client: Client, user: User | None, subjects: Subjects, caller: Caller, reason: str
     ) -> None:
-        """The reserved failure rows stay; the event is committed; then the answer."""
+        """The reserved username row stays, the IP failure is added and the event
+        recorded, all committed; then the answer."""
         async with self._db.transaction() as connection:
+            await self._throttle.failed(connection, subjects)
             await record(
                 connection,
                 "login_failed",
