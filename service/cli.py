@@ -170,11 +170,16 @@ async def _with_connection(settings: Settings, work: Any, *, transaction: bool =
 
 
 def cmd_create_client(args: argparse.Namespace, env: Mapping[str, str]) -> int:
-    from service.accounts.clients import PUBLIC_GRANTS, ClientStore
+    from service.accounts.clients import ClientStore
+    from service.admin.accounts import check_client
+    from service.errors import OAuthError
 
     grants = list(dict.fromkeys(args.grant or []))
-    if args.public and set(grants) - PUBLIC_GRANTS:
-        return _fail("a public client may use only the password and refresh_token grants")
+    scopes = list(dict.fromkeys(args.scope or []))
+    try:
+        check_client(args.name, grants, scopes, args.public)
+    except OAuthError as exc:
+        return _fail(exc.description)
     settings, _embedded = _settings(env)
 
     async def work(connection: Any) -> Any:
@@ -182,7 +187,7 @@ def cmd_create_client(args: argparse.Namespace, env: Mapping[str, str]) -> int:
             connection,
             name=args.name,
             grant_types=grants,
-            scopes=list(dict.fromkeys(args.scope or [])),
+            scopes=scopes,
             public=args.public,
             can_introspect=args.introspect,
             is_admin=args.admin,

@@ -9,11 +9,16 @@ from __future__ import annotations
 import base64
 import binascii
 import ipaddress
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from urllib.parse import urlsplit
 
 SIGNING_ALGS = ("ES256", "EdDSA", "RS256")
 MIN_SECRET_BYTES = 32
+TEN_YEARS = 10 * 365 * 86400
+_BASE64URL = re.compile(r"[A-Za-z0-9_-]+={0,2}")
+_INTEGER = re.compile(r"-?[0-9]+")
 
 
 class ConfigError(ValueError):
@@ -77,17 +82,19 @@ class Settings:
             login_window=_seconds(env, "ROTOR_LOGIN_WINDOW", 900, minimum=1),
             trusted_proxies=_networks(env, "ROTOR_TRUSTED_PROXIES"),
             jwks_max_age=_seconds(env, "ROTOR_JWKS_MAX_AGE", 300, minimum=0),
-            db_timeout=float(_seconds(env, "ROTOR_DB_TIMEOUT", 5, minimum=1)),
+            db_timeout=float(_seconds(env, "ROTOR_DB_TIMEOUT", 5, minimum=1, maximum=300)),
             argon2=Argon2Params(
-                time_cost=_seconds(env, "ROTOR_ARGON2_TIME_COST", 3, minimum=1),
-                memory_kib=_seconds(env, "ROTOR_ARGON2_MEMORY_KIB", 65536, minimum=8192),
-                parallelism=_seconds(env, "ROTOR_ARGON2_PARALLELISM", 4, minimum=1),
+                time_cost=_seconds(env, "ROTOR_ARGON2_TIME_COST", 3, minimum=1, maximum=100),
+                memory_kib=_seconds(
+                    env, "ROTOR_ARGON2_MEMORY_KIB", 65536, minimum=8192, maximum=4194304
+                ),
+                parallelism=_seconds(env, "ROTOR_ARGON2_PARALLELISM", 4, minimum=1, maximum=64),
             ),
-            hash_concurrency=_seconds(env, "ROTOR_HASH_CONCURRENCY", 2, minimum=1),
-            db_pool_size=_seconds(env, "ROTOR_DB_POOL_SIZE", 10, minimum=1),
+            hash_concurrency=_seconds(env, "ROTOR_HASH_CONCURRENCY", 2, minimum=1, maximum=64),
+            db_pool_size=_seconds(env, "ROTOR_DB_POOL_SIZE", 10, minimum=1, maximum=1000),
             prune_interval=_seconds(env, "ROTOR_PRUNE_INTERVAL", 3600, minimum=0),
             prune_retention=_seconds(env, "ROTOR_PRUNE_RETENTION", 604800, minimum=0),
-            shutdown_delay=_seconds(env, "ROTOR_SHUTDOWN_DELAY", 2, minimum=0),
+            shutdown_delay=_seconds(env, "ROTOR_SHUTDOWN_DELAY", 2, minimum=0, maximum=300),
         )
 
     def with_overrides(self, **changes: object) -> Settings:
@@ -97,8 +104,10 @@ class Settings:
 def parse_secret(value: str) -> bytes:
     """ROTOR_SECRET: base64url of at least 32 random bytes."""
     text = value.strip()
+    if not _BASE64URL.fullmatch(text):
+        raise ConfigError("ROTOR_SECRET: not valid base64url (A-Z a-z 0-9 - _)")
     try:
-        raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+        raw = base64.urlsafe_b64decode(text.rstrip("=") + "=" * (-len(text.rstrip("=")) % 4))
     except (binascii.Error, ValueError) as exc:
         raise ConfigError("ROTOR_SECRET: not valid base64url") from exc
     if len(raw) < MIN_SECRET_BYTES:
@@ -115,16 +124,19 @@ def _required(env: Mapping[str, str], name: str) -> str:
     return value
 
 
-def _seconds(env: Mapping[str, str], name: str, default: int, *, minimum: int) -> int:
+def _seconds(
+    env: Mapping[str, str], name: str, default: int, *, minimum: int, maximum: int = TEN_YEARS
+) -> int:
     raw = env.get(name, "").strip()
     if not raw:
         return default
-    try:
-        value = int(raw, 10)
-    except ValueError:
-        raise ConfigError(f"{name}: must be an integer, got {raw!r}") from None
+    if not _INTEGER.fullmatch(raw):
+        raise ConfigError(f"{name}: must be an integer, got {raw[:40]!r}")
+    value = int(raw, 10)
     if value < minimum:
         raise ConfigError(f"{name}: must be at least {minimum}, got {value}")
+    if value > maximum:
+        raise ConfigError(f"{name}: must be at most {maximum}, got {value}")
     return value
 
 
@@ -144,8 +156,13 @@ def _networks(env: Mapping[str, str], name: str) -> tuple[IPNetwork, ...]:
 
 
 def _check_url(name: str, value: str) -> None:
-    if not value.startswith(("https://", "http://")):
-        raise ConfigError(f"{name}: must be an http(s) URL, got {value!r}")
+    """RFC 8414 section 2: an https URL (http for local use) with a host and no
+    query or fragment."""
+    parts = urlsplit(value)
+    if parts.scheme not in ("https", "http") or not parts.hostname:
+        raise ConfigError(f"{name}: must be an http(s) URL with a host, got {value!r}")
+    if parts.query or parts.fragment or "?" in value or "#" in value:
+        raise ConfigError(f"{name}: must have no query or fragment, got {value!r}")
 
 
 def _check_database_url(value: str) -> str:

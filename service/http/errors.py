@@ -68,9 +68,11 @@ def http_exception(_: AnyRequest, exc: HTTPException) -> Response[dict[str, str]
     )
 
 
-def bad_data(_: AnyRequest, __: asyncpg.DataError) -> Response[dict[str, str]]:
+def bad_data(_: AnyRequest, exc: asyncpg.DataError) -> Response[dict[str, str]]:
     # Last line of defence: input PostgreSQL cannot store (e.g. NUL in text) is
-    # the caller's error, never a 500. Checks at the edge should catch it first.
+    # the caller's error, never a 500. Checks at the edge should catch it first,
+    # so it is logged for a look.
+    log.warning("database refused a value", extra={"sqlstate": exc.sqlstate})
     return error_response(400, "invalid_request", "the request contains invalid characters")
 
 

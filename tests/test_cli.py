@@ -1,0 +1,328 @@
+"""The `rotor` console script (CONTRACT section 4), run as a real subprocess."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import argon2
+import asyncpg
+import psutil
+import pytest
+
+from service.db.migrate import head_revision
+from service.db.tables import metadata
+from tests.helpers import PASSWORD, database_url_for
+
+ROOT = Path(__file__).resolve().parent.parent
+ROTOR = ROOT / ".venv" / "bin" / "rotor"
+SECRET = base64.urlsafe_b64encode(bytes(range(32, 64))).rstrip(b"=").decode()
+
+
+def base_env(**extra: str) -> dict[str, str]:
+    """The caller's environment without any Rotor configuration, plus `extra`."""
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith("ROTOR_") and key != "DATABASE_URL"
+    }
+    env.update(extra)
+    return env
+
+
+def rotor(
+    *args: str, env: dict[str, str], stdin: str | None = None, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(ROTOR), *args],
+        env=env,
+        input=stdin,
+        cwd=cwd or ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+@pytest.fixture
+def env(database_url: str) -> dict[str, str]:
+    return base_env(DATABASE_URL=database_url, ROTOR_SECRET=SECRET)
+
+
+@pytest.fixture
+async def empty_database_url(server_url: str) -> AsyncIterator[str]:
+    name = f"rotor_cli_{uuid.uuid4().hex[:12]}"
+    admin = server_url.replace("postgresql+asyncpg://", "postgresql://")
+    connection = await asyncpg.connect(admin)
+    try:
+        await connection.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await connection.close()
+    yield database_url_for(server_url, name)
+    connection = await asyncpg.connect(admin)
+    try:
+        await connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await connection.close()
+
+
+# --- migrate -------------------------------------------------------------------------------
+
+
+async def test_migrate_builds_the_schema_and_prints_the_head_revision(
+    empty_database_url: str,
+) -> None:
+    result = rotor("migrate", env=base_env(DATABASE_URL=empty_database_url))
+    connection = await asyncpg.connect(empty_database_url)
+    try:
+        version = await connection.fetchval("SELECT version_num FROM alembic_version")
+        tables = {
+            row["tablename"]
+            for row in await connection.fetch(
+                "SELECT tablename FROM pg_tables WHERE schemaname = 'public'"
+            )
+        }
+    finally:
+        await connection.close()
+    assert (result.returncode, json.loads(result.stdout), version, tables) == (
+        0,
+        {"revision": head_revision()},
+        head_revision(),
+        set(metadata.tables) | {"alembic_version"},
+    ), result.stderr
+
+
+# --- create-client -------------------------------------------------------------------------
+
+
+async def test_create_client_prints_id_and_secret_and_stores_only_a_hash(
+    env: dict[str, str], db: asyncpg.Connection
+) -> None:
+    result = rotor(
+        "create-client", "--name", "n", "--grant", "password", "--grant", "refresh_token",
+        "--scope", "read", env=env,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    printed = json.loads(result.stdout)
+    assert set(printed) == {"client_id", "client_secret"}
+    client_id = uuid.UUID(printed["client_id"])
+    secret = printed["client_secret"]
+    row = await db.fetchrow(
+        "SELECT name, public, grant_types, scopes, can_introspect, is_admin, secret_hash "
+        "FROM clients WHERE id = $1",
+        client_id,
+    )
+    assert (isinstance(secret, str) and len(secret) >= 32, dict(row)) == (
+        True,
+        {
+            "name": "n",
+            "public": False,
+            "grant_types": ["password", "refresh_token"],
+            "scopes": ["read"],
+            "can_introspect": False,
+            "is_admin": False,
+            "secret_hash": hashlib.sha256(secret.encode()).digest(),
+        },
+    )
+
+
+async def test_create_public_client_has_no_secret(
+    env: dict[str, str], db: asyncpg.Connection
+) -> None:
+    result = rotor(
+        "create-client", "--name", "spa", "--public", "--grant", "password",
+        "--grant", "refresh_token", env=env,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    printed = json.loads(result.stdout)
+    row = await db.fetchrow(
+        "SELECT public, secret_hash FROM clients WHERE id = $1", uuid.UUID(printed["client_id"])
+    )
+    assert (printed["client_secret"], row["public"], row["secret_hash"]) == (None, True, None)
+
+
+async def test_public_client_with_client_credentials_is_refused(
+    env: dict[str, str], db: asyncpg.Connection
+) -> None:
+    result = rotor(
+        "create-client", "--name", "bad", "--public", "--grant", "client_credentials", env=env
+    )
+    count = await db.fetchval("SELECT count(*) FROM clients")
+    assert (result.returncode != 0, result.stdout, count) == (True, "", 0), result.stderr
+
+
+async def test_introspection_only_client_has_no_grant(
+    env: dict[str, str], db: asyncpg.Connection
+) -> None:
+    result = rotor("create-client", "--name", "gateway", "--introspect", env=env)
+    assert result.returncode == 0, result.stderr
+    row = await db.fetchrow(
+        "SELECT grant_types, scopes, can_introspect, is_admin, public FROM clients WHERE id = $1",
+        uuid.UUID(json.loads(result.stdout)["client_id"]),
+    )
+    assert dict(row) == {
+        "grant_types": [],
+        "scopes": [],
+        "can_introspect": True,
+        "is_admin": False,
+        "public": False,
+    }
+
+
+async def test_create_client_refuses_a_scope_that_is_not_one_scope_token(
+    env: dict[str, str], db: asyncpg.Connection
+) -> None:
+    result = rotor(
+        "create-client", "--name", "n", "--grant", "password", "--scope", "read write", env=env
+    )
+    count = await db.fetchval("SELECT count(*) FROM clients")
+    assert (result.returncode != 0, count) == (True, 0), result.stdout
+
+
+# --- create-user ---------------------------------------------------------------------------
+
+
+async def test_create_user_with_password_from_environment(
+    env: dict[str, str], db: asyncpg.Connection
+) -> None:
+    result = rotor("create-user", "--username", "bob", env={**env, "ROTOR_PASSWORD": PASSWORD})
+    assert result.returncode == 0, result.stderr
+    printed = json.loads(result.stdout)
+    row = await db.fetchrow("SELECT id, username FROM users WHERE username = 'bob'")
+    assert printed == {"id": str(row["id"]), "username": "bob"}
+
+
+async def test_create_user_with_password_on_stdin_stores_an_argon2id_hash(
+    env: dict[str, str], db: asyncpg.Connection
+) -> None:
+    result = rotor("create-user", "--username", "carol", env=env, stdin=PASSWORD + "\n")
+    assert result.returncode == 0, result.stderr
+    stored = await db.fetchval("SELECT password_hash FROM users WHERE username = 'carol'")
+    assert (
+        stored.startswith("$argon2id$v=19$"),
+        PASSWORD in stored,
+        argon2.PasswordHasher().verify(stored, PASSWORD),
+    ) == (True, False, True)
+
+
+async def test_create_user_refuses_a_seven_character_password(
+    env: dict[str, str], db: asyncpg.Connection
+) -> None:
+    result = rotor("create-user", "--username", "eve", env={**env, "ROTOR_PASSWORD": "1234567"})
+    count = await db.fetchval("SELECT count(*) FROM users")
+    assert (result.returncode != 0, result.stdout, count) == (True, "", 0), result.stderr
+
+
+async def test_create_user_refuses_a_taken_username(
+    env: dict[str, str], db: asyncpg.Connection
+) -> None:
+    first = rotor("create-user", "--username", "frank", env={**env, "ROTOR_PASSWORD": PASSWORD})
+    assert first.returncode == 0, first.stderr
+    second = rotor(
+        "create-user", "--username", "frank", env={**env, "ROTOR_PASSWORD": "another password"}
+    )
+    rows = await db.fetch("SELECT id FROM users WHERE username = 'frank'")
+    assert (second.returncode != 0, second.stdout, [str(r["id"]) for r in rows]) == (
+        True,
+        "",
+        [json.loads(first.stdout)["id"]],
+    ), second.stderr
+
+
+# --- openapi, bad configuration ------------------------------------------------------------
+
+
+def test_openapi_prints_the_committed_document() -> None:
+    result = rotor("openapi", env=base_env())
+    committed = (ROOT / "openapi" / "openapi.json").read_text()
+    assert (result.returncode, json.loads(result.stdout)) == (0, json.loads(committed))
+
+
+def test_bad_configuration_exits_2_naming_the_variable(env: dict[str, str]) -> None:
+    result = rotor(
+        "create-client", "--name", "x", "--grant", "password",
+        env={**env, "ROTOR_SIGNING_ALG": "HS256"},
+    )  # fmt: skip
+    assert (result.returncode, "ROTOR_SIGNING_ALG" in result.stderr, result.stdout) == (
+        2,
+        True,
+        "",
+    ), result.stderr
+
+
+# --- the embedded default ------------------------------------------------------------------
+
+
+def _postmasters(pgdata: Path) -> list[psutil.Process]:
+    found = []
+    for process in psutil.process_iter(attrs=["name", "cmdline"]):
+        cmdline = process.info["cmdline"] or []
+        if process.info["name"] == "postgres" and str(pgdata) in cmdline:
+            found.append(process)
+    return found
+
+
+def _stop_embedded(pgdata: Path) -> None:
+    """Stop a server left behind on `pgdata` (as pgserver runs it: the 'pgserver' user
+    when root)."""
+    if not _postmasters(pgdata):
+        return
+    import pgserver
+
+    pg_ctl = Path(pgserver.__file__).parent / "pginstall" / "bin" / "pg_ctl"
+    user = "pgserver" if os.geteuid() == 0 else None
+    subprocess.run(
+        [str(pg_ctl), "-D", str(pgdata), "-w", "-m", "fast", "stop"],
+        user=user,
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+
+
+@pytest.fixture
+def embedded_home() -> Iterator[Path]:
+    """An empty working directory, not under pytest's basetemp: pgserver runs PostgreSQL as
+    another user when root, and a concurrent pytest run may re-restrict that tree."""
+    home = Path(tempfile.mkdtemp(prefix="rotor-test-embedded-"))
+    home.chmod(0o755)
+    try:
+        yield home
+    finally:
+        _stop_embedded((home / ".rotor" / "pgdata").resolve())
+        shutil.rmtree(home, ignore_errors=True)
+
+
+@pytest.mark.slow
+def test_embedded_default_creates_store_and_secret_once(embedded_home: Path) -> None:
+    env = base_env()
+    first = rotor("create-client", "--name", "x", "--grant", "password", env=env, cwd=embedded_home)
+    assert first.returncode == 0, first.stderr
+    home = embedded_home / ".rotor"
+    secret_path = home / "secret"
+    mode = secret_path.stat().st_mode & 0o777
+    secret = secret_path.read_text().strip()
+    identity = (secret_path.stat().st_ino, secret_path.stat().st_mtime_ns)
+    raw = base64.urlsafe_b64decode(secret + "=" * (-len(secret) % 4))
+    second = rotor(
+        "create-client", "--name", "y", "--grant", "password", env=env, cwd=embedded_home
+    )
+    assert second.returncode == 0, second.stderr
+    pgdata = (home / "pgdata").resolve()
+    assert (
+        (pgdata / "PG_VERSION").is_file(),
+        mode,
+        len(raw) >= 32,
+        secret_path.read_text().strip(),
+        (secret_path.stat().st_ino, secret_path.stat().st_mtime_ns),
+        _postmasters(pgdata),
+    ) == (True, 0o600, True, secret, identity, [])

@@ -1,0 +1,268 @@
+"""Human passwords: argon2id off the event loop, bounded concurrency, the dummy verify
+for unknown users, transparent rehash, and the length rule (CONTRACT 3.2, 3.6)."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import argon2
+import asyncpg
+import pytest
+
+from service.accounts.passwords import PasswordHasher, password_problem
+from service.config import Argon2Params, Settings
+from tests.conftest import TEST_ARGON2
+from tests.helpers import PASSWORD, Rotor
+
+PRODUCTION = Argon2Params()
+
+
+def prefix(params: Argon2Params) -> str:
+    return f"$argon2id$v=19$m={params.memory_kib},t={params.time_cost},p={params.parallelism}$"
+
+
+@pytest.fixture
+async def hasher() -> AsyncIterator[PasswordHasher]:
+    hasher = PasswordHasher(TEST_ARGON2, 2)
+    yield hasher
+    hasher.close()
+
+
+class Counting:
+    """Wraps an argon2-cffi method: counts calls, tracks how many run at once."""
+
+    def __init__(self, original: Callable[..., Any], hold: float = 0.0) -> None:
+        self.original = original
+        self.hold = hold
+        self.calls: list[tuple[Any, ...]] = []
+        self.running = 0
+        self.max_running = 0
+        self._lock = threading.Lock()
+
+    def method(self) -> Callable[..., Any]:
+        """A plain function, so it binds like the method it replaces."""
+
+        def wrapper(this: argon2.PasswordHasher, *args: Any) -> Any:
+            return self(this, *args)
+
+        return wrapper
+
+    def __call__(self, this: argon2.PasswordHasher, *args: Any) -> Any:
+        with self._lock:
+            self.calls.append(args)
+            self.running += 1
+            self.max_running = max(self.max_running, self.running)
+        try:
+            if self.hold:
+                # Widens the window in which overlapping calls would be seen; not a wait.
+                time.sleep(self.hold)
+            return self.original(this, *args)
+        finally:
+            with self._lock:
+                self.running -= 1
+
+
+@pytest.fixture
+def counted_verify(monkeypatch: pytest.MonkeyPatch) -> Counting:
+    counter = Counting(argon2.PasswordHasher.verify)
+    monkeypatch.setattr(argon2.PasswordHasher, "verify", counter.method())
+    return counter
+
+
+# --- hash and verify -----------------------------------------------------------------------
+
+
+async def test_hash_then_verify(hasher: PasswordHasher) -> None:
+    stored = await hasher.hash(PASSWORD)
+    assert await hasher.verify(stored, PASSWORD) is True
+
+
+async def test_wrong_password_is_false(hasher: PasswordHasher) -> None:
+    stored = await hasher.hash(PASSWORD)
+    assert await hasher.verify(stored, PASSWORD + "!") is False
+
+
+async def test_garbage_stored_hash_is_false(hasher: PasswordHasher) -> None:
+    assert await hasher.verify("not an argon2 hash", PASSWORD) is False
+
+
+async def test_hash_is_argon2id_with_the_configured_parameters(hasher: PasswordHasher) -> None:
+    assert (await hasher.hash(PASSWORD)).startswith(prefix(TEST_ARGON2))
+
+
+async def test_unknown_user_is_false(hasher: PasswordHasher) -> None:
+    assert await hasher.verify(None, PASSWORD) is False
+
+
+async def test_unknown_user_spends_one_real_verify(
+    hasher: PasswordHasher, counted_verify: Counting
+) -> None:
+    await hasher.verify(None, PASSWORD)
+    # One argon2 verify of the presented password against a hash of this hasher's own
+    # parameters: the same work as for a known user.
+    assert [
+        (args[0].startswith(prefix(TEST_ARGON2)), args[1]) for args in counted_verify.calls
+    ] == [(True, PASSWORD)]
+
+
+async def test_known_user_spends_one_verify(
+    hasher: PasswordHasher, counted_verify: Counting
+) -> None:
+    stored = await hasher.hash(PASSWORD)
+    await hasher.verify(stored, "wrong password")
+    assert len(counted_verify.calls) == 1
+
+
+async def test_needs_rehash_for_other_parameters(hasher: PasswordHasher) -> None:
+    other = argon2.PasswordHasher(time_cost=2, memory_cost=16384, parallelism=1).hash(PASSWORD)
+    assert hasher.needs_rehash(other) is True
+
+
+async def test_no_rehash_for_own_parameters(hasher: PasswordHasher) -> None:
+    assert hasher.needs_rehash(await hasher.hash(PASSWORD)) is False
+
+
+def test_production_default_parameters() -> None:
+    assert (PRODUCTION.time_cost, PRODUCTION.memory_kib, PRODUCTION.parallelism) == (3, 65536, 4)
+
+
+def test_settings_use_the_production_parameters_by_default() -> None:
+    settings = Settings.from_env({"DATABASE_URL": "postgresql://u@h/d", "ROTOR_SECRET": "A" * 43})
+    assert settings.argon2 == Argon2Params(time_cost=3, memory_kib=65536, parallelism=4)
+
+
+async def test_production_hash_carries_the_production_parameters() -> None:
+    hasher = PasswordHasher(PRODUCTION, 1)
+    try:
+        stored = await hasher.hash(PASSWORD)
+    finally:
+        hasher.close()
+    assert stored.startswith("$argon2id$v=19$m=65536,t=3,p=4$")
+
+
+# --- concurrency and the event loop --------------------------------------------------------
+
+
+async def test_at_most_concurrency_hashes_run_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    counter = Counting(argon2.PasswordHasher.hash, hold=0.05)
+    monkeypatch.setattr(argon2.PasswordHasher, "hash", counter.method())
+    hasher = PasswordHasher(TEST_ARGON2, 2)
+    try:
+        await asyncio.gather(*(hasher.hash(f"password {i}") for i in range(10)))
+    finally:
+        hasher.close()
+    assert (len(counter.calls), counter.max_running) == (10, 2)
+
+
+async def test_hashing_does_not_block_the_event_loop() -> None:
+    """A ticker keeps running while production-strength hashes run: the longest pause
+    between its ticks is far shorter than the time the hashes took."""
+    hasher = PasswordHasher(PRODUCTION, 2)
+    ticks: list[float] = []
+    stop = asyncio.Event()
+
+    async def ticker() -> None:
+        while not stop.is_set():
+            ticks.append(time.perf_counter())
+            await asyncio.sleep(0.001)
+
+    task = asyncio.create_task(ticker())
+    await asyncio.sleep(0.01)
+    try:
+        started = time.perf_counter()
+        await asyncio.gather(*(hasher.hash(f"password {i}") for i in range(2)))
+        finished = time.perf_counter()
+    finally:
+        stop.set()
+        await task
+        hasher.close()
+    during = [t for t in ticks if started <= t <= finished]
+    longest_pause = max(b - a for a, b in zip([started, *during], [*during, finished], strict=True))
+    assert longest_pause < (finished - started) / 4, (longest_pause, finished - started)
+
+
+# --- password length -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("password", "accepted"),
+    [
+        pytest.param("a" * 7, False, id="7"),
+        pytest.param("a" * 8, True, id="8"),
+        pytest.param("a" * 1024, True, id="1024"),
+        pytest.param("a" * 1025, False, id="1025"),
+        pytest.param("\U0001f600" * 8, True, id="8-emoji"),
+        pytest.param("\U0001f600" * 7, False, id="7-emoji"),
+        pytest.param("\u00e9" * 1024, True, id="1024-two-byte-chars"),
+        pytest.param("\U0001f600" * 1025, False, id="1025-emoji"),
+        pytest.param("", False, id="empty"),
+    ],
+)
+def test_password_length_counts_characters(password: str, accepted: bool) -> None:
+    assert (password_problem(password) is None) == accepted
+
+
+# --- through HTTP --------------------------------------------------------------------------
+
+
+async def test_login_rehashes_a_hash_with_other_parameters(
+    rotor: Rotor, db: asyncpg.Connection
+) -> None:
+    client = await rotor.client()
+    old_hash = argon2.PasswordHasher(time_cost=2, memory_cost=16384, parallelism=1).hash(PASSWORD)
+    user_id = await rotor.user(password_hash=old_hash)
+    before = await db.fetchval("SELECT password_changed_at FROM users WHERE id = $1::uuid", user_id)
+    response = await rotor.login(client)
+    row = await db.fetchrow(
+        "SELECT password_hash, password_changed_at FROM users WHERE id = $1::uuid", user_id
+    )
+    assert (
+        response.status_code,
+        row["password_hash"].startswith(prefix(rotor.settings.argon2)),
+        argon2.PasswordHasher().verify(row["password_hash"], PASSWORD),
+        row["password_changed_at"],
+    ) == (200, True, True, before), response.text
+
+
+async def test_login_keeps_a_hash_with_current_parameters(
+    rotor: Rotor, db: asyncpg.Connection
+) -> None:
+    client = await rotor.client()
+    current = argon2.PasswordHasher(
+        time_cost=TEST_ARGON2.time_cost,
+        memory_cost=TEST_ARGON2.memory_kib,
+        parallelism=TEST_ARGON2.parallelism,
+    ).hash(PASSWORD)
+    user_id = await rotor.user(password_hash=current)
+    response = await rotor.login(client)
+    stored = await db.fetchval("SELECT password_hash FROM users WHERE id = $1::uuid", user_id)
+    assert (response.status_code, stored) == (200, current), response.text
+
+
+async def test_failed_login_does_not_rehash(rotor: Rotor, db: asyncpg.Connection) -> None:
+    client = await rotor.client()
+    old_hash = argon2.PasswordHasher(time_cost=2, memory_cost=16384, parallelism=1).hash(PASSWORD)
+    user_id = await rotor.user(password_hash=old_hash)
+    response = await rotor.login(client, password="not the password")
+    stored = await db.fetchval("SELECT password_hash FROM users WHERE id = $1::uuid", user_id)
+    assert (response.status_code, response.json()["error"], stored) == (
+        400,
+        "invalid_grant",
+        old_hash,
+    )
+
+
+async def test_login_of_unknown_user_spends_one_verify(
+    rotor: Rotor, counted_verify: Counting
+) -> None:
+    client = await rotor.client()
+    response = await rotor.login(client, username="nobody")
+    assert (response.status_code, response.json()["error"], len(counted_verify.calls)) == (
+        400,
+        "invalid_grant",
+        1,
+    )
