@@ -177,7 +177,14 @@ def cmd_create_client(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     grants = list(dict.fromkeys(args.grant or []))
     scopes = list(dict.fromkeys(args.scope or []))
     try:
-        check_client(args.name, grants, scopes, args.public)
+        check_client(
+            args.name,
+            grants,
+            scopes,
+            args.public,
+            can_introspect=args.introspect,
+            is_admin=args.admin,
+        )
     except OAuthError as exc:
         return _fail(exc.description)
     settings, _embedded = _settings(env)

@@ -91,8 +91,17 @@ class InvalidToken(OAuthError):
     error = "invalid_token"
     status = 401
 
-    def __init__(self, description: str = "a valid admin access token is required") -> None:
-        super().__init__(description, headers={"WWW-Authenticate": 'Bearer realm="rotor"'})
+    def __init__(
+        self,
+        description: str = "a valid admin access token is required",
+        *,
+        presented: bool = False,
+    ) -> None:
+        # RFC 6750 3.1: no error attribute when the request carried no token.
+        challenge = (
+            'Bearer realm="rotor", error="invalid_token"' if presented else 'Bearer realm="rotor"'
+        )
+        super().__init__(description, headers={"WWW-Authenticate": challenge})
 
 
 class Forbidden(OAuthError):

@@ -52,7 +52,15 @@ def check_password(password: str) -> None:
         raise Unprocessable(problem)
 
 
-def check_client(name: str, grants: list[str], scopes: list[str], public: bool) -> None:
+def check_client(
+    name: str,
+    grants: list[str],
+    scopes: list[str],
+    public: bool,
+    *,
+    can_introspect: bool = False,
+    is_admin: bool = False,
+) -> None:
     if not 1 <= len(name) <= MAX_NAME_CHARS or not name.isprintable():
         raise BadRequest(f"name must be 1 to {MAX_NAME_CHARS} printable characters")
     unknown = [grant for grant in grants if grant not in GRANT_TYPES]
@@ -60,6 +68,9 @@ def check_client(name: str, grants: list[str], scopes: list[str], public: bool) 
         raise BadRequest(f"unknown grant type(s); known: {', '.join(GRANT_TYPES)}")
     if public and set(grants) - PUBLIC_GRANTS:
         raise BadRequest("a public client may use only the password and refresh_token grants")
+    if public and (can_introspect or is_admin):
+        # RFC 7662 2.1: introspection needs an authenticated caller; so does admin.
+        raise BadRequest("a public client cannot introspect or be an admin")
     if any(not is_scope_token(scope) for scope in scopes):
         raise BadRequest("scopes must be scope tokens (RFC 6749 section 3.3)")
 
@@ -131,7 +142,9 @@ class AccountAdmin:
         is_admin: bool,
     ) -> dict[str, Any]:
         grants, scope_list = list(dict.fromkeys(grant_types)), list(dict.fromkeys(scopes))
-        check_client(name, grants, scope_list, public)
+        check_client(
+            name, grants, scope_list, public, can_introspect=can_introspect, is_admin=is_admin
+        )
         async with self._db.transaction() as connection:
             client, secret = await self._clients.create(
                 connection,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import msgspec
 from litestar import Controller, Request, get, patch, post
@@ -12,10 +12,12 @@ from litestar.handlers.base import BaseRouteHandler
 from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 
 from service.admin.paging import Page, parse_id
-from service.errors import Forbidden, InvalidToken
+from service.errors import Forbidden, InvalidRequest, InvalidToken
 from service.http.caller import caller_of
 from service.http.state import Services, services_of
 from service.tokens.introspection import access_token_state
+
+BodyT = TypeVar("BodyT")
 
 
 class NewUser(msgspec.Struct):
@@ -48,6 +50,17 @@ class Revoked(msgspec.Struct):
     revoked: int
 
 
+async def strict(request: Request[Any, Any, Any], kind: type[BodyT]) -> BodyT:
+    """The body decoded strictly: Litestar converts leniently ("true" or 1 would
+    pass for a boolean), and an operator's typo must not grant admin rights."""
+    try:
+        return msgspec.json.decode(await request.body(), type=kind, strict=True)
+    except msgspec.ValidationError as exc:
+        raise InvalidRequest(f"invalid body: {exc}") from None
+    except (msgspec.DecodeError, RecursionError):
+        raise InvalidRequest("the body is not valid JSON") from None
+
+
 def _page(page: Page) -> dict[str, Any]:
     return {"items": page.items, "next": page.next}
 
@@ -60,12 +73,12 @@ async def admin_guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRou
         raise InvalidToken("a Bearer access token is required")
     verified = services.verifier.verify(token.strip())
     if verified is None:
-        raise InvalidToken("the access token is invalid or expired")
+        raise InvalidToken("the access token is invalid or expired", presented=True)
     async with services.database.connection() as db:
         active, _username = await access_token_state(db, verified)
         client = await services.clients.get(db, uuid.UUID(verified.claims["client_id"]))
     if not active or client is None:
-        raise InvalidToken("the access token is revoked")
+        raise InvalidToken("the access token is revoked", presented=True)
     if not client.is_admin:
         raise Forbidden("this client does not have the admin permission")
 
@@ -80,6 +93,7 @@ class AdminController(Controller):
     async def create_user(
         self, request: Request[Any, Any, Any], data: JSONBody[NewUser]
     ) -> dict[str, Any]:
+        data = await strict(request, NewUser)
         return await services_of(request).account_admin.create_user(data.username, data.password)
 
     @get("/users/{user_id:str}", operation_id="admin_get_user")
@@ -93,6 +107,7 @@ class AdminController(Controller):
         self, request: Request[Any, Any, Any], user_id: FromPath[str], data: JSONBody[UserPatch]
     ) -> dict[str, Any]:
         services = services_of(request)
+        data = await strict(request, UserPatch)
         return await services.account_admin.set_disabled(
             parse_id(user_id), data.disabled, caller_of(request, services.settings.trusted_proxies)
         )
@@ -102,6 +117,7 @@ class AdminController(Controller):
         self, request: Request[Any, Any, Any], user_id: FromPath[str], data: JSONBody[NewPassword]
     ) -> None:
         services = services_of(request)
+        data = await strict(request, NewPassword)
         await services.account_admin.set_password(
             parse_id(user_id), data.password, caller_of(request, services.settings.trusted_proxies)
         )
@@ -127,6 +143,7 @@ class AdminController(Controller):
     async def create_client(
         self, request: Request[Any, Any, Any], data: JSONBody[NewClient]
     ) -> dict[str, Any]:
+        data = await strict(request, NewClient)
         return await services_of(request).account_admin.create_client(
             name=data.name,
             grant_types=data.grant_types,
@@ -195,6 +212,7 @@ class AdminController(Controller):
         self, request: Request[Any, Any, Any], data: JSONBody[RotateKeys | None] = None
     ) -> dict[str, Any]:
         services = services_of(request)
+        data = await strict(request, RotateKeys) if await request.body() else None
         key = await services.key_admin.rotate(
             data.force if data else False, caller_of(request, services.settings.trusted_proxies)
         )

@@ -70,7 +70,7 @@ def _token(form: dict[str, str]) -> str:
 async def introspect(request: Request[Any, Any, Any]) -> dict[str, Any]:
     services = services_of(request)
     client, form = await _authenticated_form(request, services)
-    if not client.can_introspect:
+    if not client.can_introspect or client.public:
         # CONTRACT 3.4: only clients allowed to introspect; anyone else gets 401.
         raise InvalidClient("this client may not introspect tokens")
     return await services.introspection.introspect(_token(form), form.get("token_type_hint"))

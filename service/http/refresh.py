@@ -47,7 +47,7 @@ def parse_refresh_body(body: bytes, content_type: str | None) -> dict[str, str]:
 def _parse_json(body: bytes) -> dict[str, str]:
     try:
         document = msgspec.json.decode(body)
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, RecursionError):
         raise InvalidRequest("the body is not valid JSON") from None
     if not isinstance(document, dict):
         raise InvalidRequest("the body must be a JSON object")

@@ -38,8 +38,8 @@ LEFT JOIN users u ON u.id = f.user_id
 
 REFRESH_STATE_SQL = """
 SELECT t.family_id, f.client_id, f.user_id, f.scope, u.username,
-       extract(epoch FROM t.issued_at)::bigint AS iat,
-       extract(epoch FROM least(t.expires_at, f.expires_at))::bigint AS exp
+       floor(extract(epoch FROM t.issued_at))::bigint AS iat,
+       floor(extract(epoch FROM least(t.expires_at, f.expires_at)))::bigint AS exp
 FROM refresh_tokens t
 JOIN token_families f ON f.id = t.family_id
 JOIN users u ON u.id = f.user_id

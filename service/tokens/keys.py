@@ -64,7 +64,8 @@ class SigningKey:
 @dataclass(frozen=True, slots=True)
 class KeyRingState:
     active: SigningKey
-    # Keys whose signatures are accepted: active and retired-but-published.
+    # Keys whose signatures are checked: every published key; whether a key may
+    # vouch for a token right now (active or retired) is read from the database.
     verifying: dict[str, SigningKey]
     # The JWKS document, encoded once per change.
     jwks: bytes
@@ -125,8 +126,8 @@ class KeyStore:
         active: SigningKey | None = None
         verifying: dict[str, SigningKey] = {}
         for row in rows:
-            if row["state"] == "next":
-                continue
+            # Next keys verify too: another process may have promoted one already;
+            # whether a key may sign right now is read from the database per token.
             private = self._box.open(row["private_box"], row["kid"].encode())
             key = SigningKey(row["kid"], row["alg"], import_key(msgspec.json.decode(private)))
             verifying[key.kid] = key

@@ -52,7 +52,7 @@ def _header(token: str) -> dict[str, Any] | None:
     try:
         raw = base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
         header = msgspec.json.decode(raw)
-    except (binascii.Error, ValueError, msgspec.DecodeError):
+    except (binascii.Error, ValueError, msgspec.DecodeError, RecursionError):
         return None
     return header if isinstance(header, dict) else None
 
