@@ -8,6 +8,7 @@ HTTP status never decides a commit.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any, TypeAlias
@@ -44,6 +45,10 @@ async def _init_connection(connection: Connection) -> None:
     )
 
 
+async def _no_session_state(_: Connection) -> None:
+    return None
+
+
 def _json_dumps(value: Any) -> str:
     import msgspec
 
@@ -62,6 +67,9 @@ class Database:
         self.timeout = timeout
         self._max_size = max_size
         self._pool: asyncpg.Pool | None = None
+        self._held: contextvars.ContextVar[Connection | None] = contextvars.ContextVar(
+            "rotor_connection", default=None
+        )
 
     async def open(self) -> None:
         self._pool = await asyncpg.create_pool(
@@ -71,6 +79,10 @@ class Database:
             timeout=self.timeout,
             command_timeout=self.timeout,
             init=_init_connection,
+            # Rotor keeps no session state (no SET, LISTEN or cursors; its one
+            # session advisory lock is always released): skip the RESET ALL round
+            # trip asyncpg makes on every release. Open transactions still roll back.
+            reset=_no_session_state,
             max_inactive_connection_lifetime=60,
         )
 
@@ -87,9 +99,19 @@ class Database:
 
     @asynccontextmanager
     async def connection(self) -> AsyncIterator[Connection]:
+        """A pooled connection; nested calls within one task share the outer one,
+        so a hot path takes one connection from the pool, not one per step."""
+        held = self._held.get()
+        if held is not None:
+            yield held
+            return
         try:
             async with self.pool.acquire(timeout=self.timeout) as connection:
-                yield connection
+                token = self._held.set(connection)
+                try:
+                    yield connection
+                finally:
+                    self._held.reset(token)
         except UNAVAILABLE_ERRORS as exc:
             raise DatabaseUnavailable(type(exc).__name__) from exc
 

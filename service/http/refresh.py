@@ -81,7 +81,7 @@ async def refresh(request: Request[Any, Any, Any]) -> Response[TokenBody]:
     credentials = presented_credentials(
         request.headers.get("authorization"), form.get("client_id"), form.get("client_secret")
     )
-    result = await services.tokens.token(
+    result = await services.tokens.refresh(
         form, credentials, caller_of(request, services.settings.trusted_proxies)
     )
     return Response(token_body(result), status_code=200)

@@ -119,7 +119,9 @@ async def token(request: Request[Any, Any, Any]) -> Response[TokenBody]:
     credentials = presented_credentials(
         request.headers.get("authorization"), form.get("client_id"), form.get("client_secret")
     )
-    result = await services.tokens.token(
-        form, credentials, caller_of(request, services.settings.trusted_proxies)
-    )
+    caller = caller_of(request, services.settings.trusted_proxies)
+    if form.get("grant_type") == "refresh_token":
+        result = await services.tokens.refresh(form, credentials, caller)
+    else:
+        result = await services.tokens.token(form, credentials, caller)
     return Response(token_body(result), status_code=200)

@@ -98,6 +98,14 @@ class TokenService:
         metrics.TOKENS_ISSUED.labels(grant_type).inc()
         return response
 
+    async def refresh(
+        self, form: Mapping[str, str], credentials: Credentials, caller: Caller
+    ) -> TokenResponse:
+        """The hot path: one pooled connection for client authentication and rotation.
+        (Not for the password grant, which must not hold a connection while hashing.)"""
+        async with self._db.connection():
+            return await self.token(form, credentials, caller)
+
     async def _client_credentials(
         self, client: Client, form: Mapping[str, str], _: str, __: Caller
     ) -> TokenResponse:
