@@ -266,3 +266,37 @@ async def test_login_of_unknown_user_spends_one_verify(
         "invalid_grant",
         1,
     )
+
+
+async def test_a_cancelled_wait_keeps_the_slot_until_its_hash_ends() -> None:
+    """A request cancelled by its deadline must not free its slot while its hash
+    still runs: otherwise more hashes than `concurrency` would run at once."""
+    import threading
+
+    from service.accounts.passwords import PasswordHasher as Hasher
+    from service.config import Argon2Params
+
+    hasher = Hasher(Argon2Params(time_cost=1, memory_kib=8192, parallelism=1), 1)
+    release, running = threading.Event(), threading.Event()
+    order: list[str] = []
+
+    def slow() -> str:
+        running.set()
+        release.wait(10)
+        order.append("first ended")
+        return "first"
+
+    def second() -> str:
+        order.append("second started")
+        return "second"
+
+    first = asyncio.create_task(hasher._run(slow))
+    await asyncio.to_thread(running.wait, 10)
+    first.cancel()
+    follower = asyncio.create_task(hasher._run(second))
+    await asyncio.sleep(0.2)
+    assert order == []  # the slot is still held by the cancelled request's hash
+    release.set()
+    assert await follower == "second"
+    assert order == ["first ended", "second started"]
+    hasher.close()

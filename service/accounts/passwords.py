@@ -4,13 +4,19 @@ Parameters (RFC 9106 section 4, the second recommended option): time_cost 3,
 memory 64 MiB, parallelism 4. Memory is what makes GPU guessing expensive; at
 most `hash_concurrency` hashes run at once (default 2, one per core), so 50
 simultaneous logins need 2 x 64 MiB, not 50 x 64 MiB, and queue instead of
-starving the requests that do not hash.
+starving the requests that do not hash; the hashing threads also run at the
+lowest CPU priority.
 """
 
 from __future__ import annotations
 
 import asyncio
-from concurrent.futures import ThreadPoolExecutor
+import contextlib
+import os
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
 
 from argon2 import PasswordHasher as Argon2Hasher
 from argon2 import Type
@@ -34,15 +40,14 @@ class PasswordHasher:
         )
         # argon2-cffi releases the GIL while hashing, so threads give real parallelism.
         self._executor = ThreadPoolExecutor(
-            max_workers=concurrency, thread_name_prefix="rotor-argon2"
+            max_workers=concurrency, thread_name_prefix="rotor-argon2", initializer=_yield_cpu
         )
         self._slots = asyncio.Semaphore(concurrency)
         self._dummy_hash: str | None = None
 
     async def hash(self, password: str) -> str:
-        async with self._slots:
-            loop = asyncio.get_running_loop()
-            return await loop.run_in_executor(self._executor, self._argon2.hash, password)
+        result: str = await self._run(self._argon2.hash, password)
+        return result
 
     async def verify(self, stored_hash: str | None, password: str) -> bool:
         """Verify; an unknown user (`stored_hash` None) costs one real hash too,
@@ -60,11 +65,26 @@ class PasswordHasher:
         self._executor.shutdown(wait=False, cancel_futures=True)
 
     async def _verify(self, stored_hash: str, password: str) -> bool:
-        async with self._slots:
-            loop = asyncio.get_running_loop()
-            return await loop.run_in_executor(
-                self._executor, self._verify_sync, stored_hash, password
-            )
+        result: bool = await self._run(self._verify_sync, stored_hash, password)
+        return result
+
+    async def _run(self, work: Callable[..., Any], *args: Any) -> Any:
+        await self._slots.acquire()
+        loop = asyncio.get_running_loop()
+        try:
+            job = self._executor.submit(work, *args)
+        except BaseException:
+            self._slots.release()
+            raise
+
+        def done(_: Future[Any]) -> None:
+            with contextlib.suppress(RuntimeError):  # the loop may be closed at shutdown
+                loop.call_soon_threadsafe(self._slots.release)
+
+        # The slot is held until the hash itself ends, even when the request that
+        # waits for it is cancelled (deadline): that hash still occupies a core.
+        job.add_done_callback(done)
+        return await asyncio.wrap_future(job)
 
     def _verify_sync(self, stored_hash: str, password: str) -> bool:
         try:
@@ -76,6 +96,14 @@ class PasswordHasher:
         if self._dummy_hash is None:
             self._dummy_hash = await self.hash("rotor-dummy-password-for-unknown-users")
         return self._dummy_hash
+
+
+def _yield_cpu() -> None:
+    """Hashing threads run at the lowest priority (nice 19; argon2's lane threads
+    inherit it), so a flood of logins cannot starve the event loops that serve
+    /refresh and /introspect."""
+    with contextlib.suppress(OSError, AttributeError):
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
 
 
 def password_problem(password: str) -> str | None:
