@@ -1,0 +1,90 @@
+"""`python -m bench [--smoke] [--scale] ...`: options, then the run."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+@dataclass(frozen=True, slots=True)
+class Options:
+    duration: int = 10
+    warmup: int = 2
+    connections: int = 32
+    threads: int = 2
+    workers: int = 2
+    flood_connections: int = 32
+    introspect_tokens: int = 2000
+    users: int = 1000
+    scale: bool = False
+    small_families: int = 10_000
+    large_families: int = 1_000_000
+    smoke: bool = False
+    strict: bool = False
+    results: Path = RESULTS
+
+    def smoked(self) -> Options:
+        """Same code paths, tiny sizes: a few seconds of load in all."""
+        return replace(
+            self,
+            duration=1,
+            warmup=0,
+            connections=min(self.connections, 8),
+            flood_connections=4,
+            introspect_tokens=100,
+            users=20,
+            small_families=1_000,
+            large_families=5_000,
+        )
+
+
+DEFAULTS = Options()
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    top.add_argument("--smoke", action="store_true", help="tiny durations: checks the bench runs")
+    top.add_argument("--scale", action="store_true", help="also compare 10k vs 1M families")
+    top.add_argument("--duration", type=int, default=DEFAULTS.duration, help="seconds per load")
+    top.add_argument("--connections", type=int, default=DEFAULTS.connections)
+    top.add_argument("--workers", type=int, default=DEFAULTS.workers, help="uvicorn workers")
+    top.add_argument(
+        "--large-families", type=int, default=DEFAULTS.large_families, help="with --scale"
+    )
+    top.add_argument("--strict", action="store_true", help="exit 1 when a target fails")
+    top.add_argument("--results", type=Path, default=RESULTS, help="folder for the JSON")
+    return top
+
+
+def options_from(argv: Sequence[str] | None) -> Options:
+    args = parser().parse_args(argv)
+    options = Options(
+        duration=max(1, args.duration),
+        connections=args.connections,
+        workers=args.workers,
+        large_families=args.large_families,
+        scale=args.scale,
+        smoke=args.smoke,
+        strict=args.strict,
+        results=args.results,
+    )
+    return options.smoked() if args.smoke else options
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from bench import report, run
+
+    options = options_from(argv)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    outcome = run.execute(options)
+    print(report.render(outcome), flush=True)
+    path = report.write(outcome, options.results, stamp + ("-smoke" if options.smoke else ""))
+    print(f"\nResults: {path}", file=sys.stderr)
+    failed = [target for target in report.targets(outcome) if not target.passed]
+    return 1 if options.strict and failed else 0
