@@ -121,7 +121,7 @@ def parse_basic(header: str) -> Credentials:
         raise InvalidClient("unsupported Authorization scheme; use HTTP Basic")
     try:
         decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
-    except (binascii.Error, UnicodeDecodeError):
+    except (binascii.Error, ValueError):  # ValueError: non-ASCII text; UnicodeDecodeError too
         raise InvalidClient("malformed HTTP Basic credentials") from None
     client_id, sep, client_secret = decoded.partition(":")
     if not sep:

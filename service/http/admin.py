@@ -3,18 +3,23 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from typing import Annotated, Any, TypeVar
 
 import msgspec
 from litestar import Controller, Request, get, patch, post
 from litestar.connection import ASGIConnection
 from litestar.handlers.base import BaseRouteHandler
-from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
+from litestar.openapi.datastructures import ResponseSpec
+from litestar.openapi.spec import OpenAPIMediaType, Operation, Reference, RequestBody, Schema
+from litestar.openapi.spec.enums import OpenAPIType
+from litestar.params import FromPath, FromQuery, QueryParameter
 
 from service.admin.paging import Page, parse_id
 from service.errors import Forbidden, InvalidRequest, InvalidToken
 from service.http.caller import caller_of
 from service.http.state import Services, services_of
+from service.http.token import OAuthErrorBody
 from service.tokens.introspection import access_token_state
 
 BodyT = TypeVar("BodyT")
@@ -61,6 +66,61 @@ async def strict(request: Request[Any, Any, Any], kind: type[BodyT]) -> BodyT:
         raise InvalidRequest("the body is not valid JSON") from None
 
 
+_DESCRIPTIONS = {
+    400: "invalid_request: a malformed id, body, limit, cursor or filter",
+    401: "invalid_token: a missing, malformed, expired, revoked or forged Bearer token",
+    403: "access_denied: the client does not have the admin permission",
+    404: "not_found: no such id",
+    409: "conflict",
+    413: "the body is larger than 64 KiB",
+    422: "invalid_request: a password (8 to 1024 characters) or username refused",
+    503: "temporarily_unavailable: the database did not answer in time",
+}
+
+
+def errors(*extra: int) -> dict[int, ResponseSpec]:
+    """The error answers of an admin operation, in Rotor's one error body."""
+    codes = sorted({400, 401, 403, 503, *extra})
+    return {
+        code: ResponseSpec(
+            data_container=OAuthErrorBody, description=_DESCRIPTIONS[code], generate_examples=False
+        )
+        for code in codes
+    }
+
+
+_JSON_TYPES = {str: OpenAPIType.STRING, bool: OpenAPIType.BOOLEAN, int: OpenAPIType.INTEGER}
+
+
+def _schema(struct: type[msgspec.Struct]) -> Schema:
+    properties: dict[str, Schema | Reference] = {}
+    for info in msgspec.structs.fields(struct):
+        if info.type == list[str]:
+            properties[info.name] = Schema(
+                type=OpenAPIType.ARRAY, items=Schema(type=OpenAPIType.STRING)
+            )
+        else:
+            properties[info.name] = Schema(type=_JSON_TYPES[info.type])
+    required = [info.name for info in msgspec.structs.fields(struct) if info.required]
+    return Schema(type=OpenAPIType.OBJECT, properties=properties, required=required or None)
+
+
+def json_body(struct: type[msgspec.Struct], *, required: bool = True) -> type[Operation]:
+    """Documents the JSON body that `strict` decodes (Litestar's own body
+    parameter would decode it leniently, and first)."""
+    body = RequestBody(
+        required=required,
+        content={"application/json": OpenAPIMediaType(schema=_schema(struct))},
+    )
+
+    @dataclass
+    class JSONBodyOperation(Operation):
+        def __post_init__(self) -> None:
+            self.request_body = body
+
+    return JSONBodyOperation
+
+
 def _page(page: Page) -> dict[str, Any]:
     return {"items": page.items, "next": page.next}
 
@@ -89,22 +149,31 @@ class AdminController(Controller):
     tags = ["admin"]
     security = [{"bearer": []}]
 
-    @post("/users", status_code=201, operation_id="admin_create_user")
-    async def create_user(
-        self, request: Request[Any, Any, Any], data: JSONBody[NewUser]
-    ) -> dict[str, Any]:
+    @post(
+        "/users",
+        status_code=201,
+        operation_id="admin_create_user",
+        responses=errors(409, 413, 422),
+        operation_class=json_body(NewUser),
+    )
+    async def create_user(self, request: Request[Any, Any, Any]) -> dict[str, Any]:
         data = await strict(request, NewUser)
         return await services_of(request).account_admin.create_user(data.username, data.password)
 
-    @get("/users/{user_id:str}", operation_id="admin_get_user")
+    @get("/users/{user_id:str}", operation_id="admin_get_user", responses=errors(404))
     async def get_user(
         self, request: Request[Any, Any, Any], user_id: FromPath[str]
     ) -> dict[str, Any]:
         return await services_of(request).account_admin.get_user(parse_id(user_id))
 
-    @patch("/users/{user_id:str}", operation_id="admin_patch_user")
+    @patch(
+        "/users/{user_id:str}",
+        operation_id="admin_patch_user",
+        responses=errors(404, 413),
+        operation_class=json_body(UserPatch),
+    )
     async def patch_user(
-        self, request: Request[Any, Any, Any], user_id: FromPath[str], data: JSONBody[UserPatch]
+        self, request: Request[Any, Any, Any], user_id: FromPath[str]
     ) -> dict[str, Any]:
         services = services_of(request)
         data = await strict(request, UserPatch)
@@ -112,17 +181,21 @@ class AdminController(Controller):
             parse_id(user_id), data.disabled, caller_of(request, services.settings.trusted_proxies)
         )
 
-    @post("/users/{user_id:str}/password", status_code=204, operation_id="admin_set_password")
-    async def set_password(
-        self, request: Request[Any, Any, Any], user_id: FromPath[str], data: JSONBody[NewPassword]
-    ) -> None:
+    @post(
+        "/users/{user_id:str}/password",
+        status_code=204,
+        operation_id="admin_set_password",
+        responses=errors(404, 413, 422),
+        operation_class=json_body(NewPassword),
+    )
+    async def set_password(self, request: Request[Any, Any, Any], user_id: FromPath[str]) -> None:
         services = services_of(request)
         data = await strict(request, NewPassword)
         await services.account_admin.set_password(
             parse_id(user_id), data.password, caller_of(request, services.settings.trusted_proxies)
         )
 
-    @get("/users/{user_id:str}/families", operation_id="admin_user_families")
+    @get("/users/{user_id:str}/families", operation_id="admin_user_families", responses=errors(404))
     async def user_families(
         self,
         request: Request[Any, Any, Any],
@@ -135,14 +208,23 @@ class AdminController(Controller):
         )
         return _page(page)
 
-    @post("/users/{user_id:str}/revoke", status_code=200, operation_id="admin_revoke_user")
+    @post(
+        "/users/{user_id:str}/revoke",
+        status_code=200,
+        operation_id="admin_revoke_user",
+        responses=errors(404),
+    )
     async def revoke_user(self, request: Request[Any, Any, Any], user_id: FromPath[str]) -> Revoked:
         return await _revoke(request, "user", user_id)
 
-    @post("/clients", status_code=201, operation_id="admin_create_client")
-    async def create_client(
-        self, request: Request[Any, Any, Any], data: JSONBody[NewClient]
-    ) -> dict[str, Any]:
+    @post(
+        "/clients",
+        status_code=201,
+        operation_id="admin_create_client",
+        responses=errors(413),
+        operation_class=json_body(NewClient),
+    )
+    async def create_client(self, request: Request[Any, Any, Any]) -> dict[str, Any]:
         data = await strict(request, NewClient)
         return await services_of(request).account_admin.create_client(
             name=data.name,
@@ -153,31 +235,41 @@ class AdminController(Controller):
             is_admin=data.is_admin,
         )
 
-    @get("/clients/{client_id:str}", operation_id="admin_get_client")
+    @get("/clients/{client_id:str}", operation_id="admin_get_client", responses=errors(404))
     async def get_client(
         self, request: Request[Any, Any, Any], client_id: FromPath[str]
     ) -> dict[str, Any]:
         return await services_of(request).account_admin.get_client(parse_id(client_id))
 
-    @post("/clients/{client_id:str}/revoke", status_code=200, operation_id="admin_revoke_client")
+    @post(
+        "/clients/{client_id:str}/revoke",
+        status_code=200,
+        operation_id="admin_revoke_client",
+        responses=errors(404),
+    )
     async def revoke_client(
         self, request: Request[Any, Any, Any], client_id: FromPath[str]
     ) -> Revoked:
         return await _revoke(request, "client", client_id)
 
-    @get("/families/{family_id:str}", operation_id="admin_get_family")
+    @get("/families/{family_id:str}", operation_id="admin_get_family", responses=errors(404))
     async def get_family(
         self, request: Request[Any, Any, Any], family_id: FromPath[str]
     ) -> dict[str, Any]:
         return await services_of(request).session_admin.family(parse_id(family_id))
 
-    @post("/families/{family_id:str}/revoke", status_code=200, operation_id="admin_revoke_family")
+    @post(
+        "/families/{family_id:str}/revoke",
+        status_code=200,
+        operation_id="admin_revoke_family",
+        responses=errors(404),
+    )
     async def revoke_family(
         self, request: Request[Any, Any, Any], family_id: FromPath[str]
     ) -> Revoked:
         return await _revoke(request, "family", family_id)
 
-    @get("/events", operation_id="admin_events")
+    @get("/events", operation_id="admin_events", responses=errors())
     async def events(
         self,
         request: Request[Any, Any, Any],
@@ -198,7 +290,7 @@ class AdminController(Controller):
         )
         return _page(page)
 
-    @get("/keys", operation_id="admin_keys")
+    @get("/keys", operation_id="admin_keys", responses=errors())
     async def keys(
         self,
         request: Request[Any, Any, Any],
@@ -207,10 +299,14 @@ class AdminController(Controller):
     ) -> dict[str, Any]:
         return _page(await services_of(request).key_admin.list(limit, cursor))
 
-    @post("/keys/rotate", status_code=200, operation_id="admin_rotate_keys")
-    async def rotate_keys(
-        self, request: Request[Any, Any, Any], data: JSONBody[RotateKeys | None] = None
-    ) -> dict[str, Any]:
+    @post(
+        "/keys/rotate",
+        status_code=200,
+        operation_id="admin_rotate_keys",
+        responses=errors(409, 413),
+        operation_class=json_body(RotateKeys, required=False),
+    )
+    async def rotate_keys(self, request: Request[Any, Any, Any]) -> dict[str, Any]:
         services = services_of(request)
         data = await strict(request, RotateKeys) if await request.body() else None
         key = await services.key_admin.rotate(
@@ -219,7 +315,12 @@ class AdminController(Controller):
         await services.keys.reload()
         return key
 
-    @post("/keys/{kid:str}/revoke", status_code=200, operation_id="admin_revoke_key")
+    @post(
+        "/keys/{kid:str}/revoke",
+        status_code=200,
+        operation_id="admin_revoke_key",
+        responses=errors(404),
+    )
     async def revoke_key(
         self, request: Request[Any, Any, Any], kid: FromPath[str]
     ) -> dict[str, Any]:

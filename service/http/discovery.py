@@ -4,11 +4,18 @@ from __future__ import annotations
 
 from typing import Any
 
+import msgspec
 from litestar import Request, Response, get
-from litestar.enums import MediaType
+from litestar.openapi.datastructures import ResponseSpec
 
 from service.config import SIGNING_ALGS
 from service.http.state import services_of
+
+
+class JWKSet(msgspec.Struct):
+    """RFC 7517 section 5: the public keys, each with kid, kty, alg and use."""
+
+    keys: list[dict[str, Any]]
 
 
 @get(
@@ -16,7 +23,15 @@ from service.http.state import services_of
     tags=["discovery"],
     summary="Public signing keys (RFC 7517)",
     operation_id="jwks",
-    media_type=MediaType.JSON,
+    media_type="application/jwk-set+json",
+    responses={
+        200: ResponseSpec(
+            data_container=JWKSet,
+            media_type="application/jwk-set+json",
+            description="The published keys (next, active, retired)",
+            generate_examples=False,
+        )
+    },
 )
 async def jwks(request: Request[Any, Any, Any]) -> Response[bytes]:
     services = services_of(request)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from litestar import Request, Response, post
+from litestar import MediaType, Request, post
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.openapi.spec import Schema
 from litestar.openapi.spec.enums import OpenAPIType
@@ -64,6 +64,7 @@ def _token(form: dict[str, str]) -> str:
     responses={
         400: _error("invalid_request"),
         401: _error("invalid_client"),
+        413: _error("the body is larger than 64 KiB"),
         503: _error("temporarily_unavailable"),
     },
 )
@@ -83,18 +84,19 @@ async def introspect(request: Request[Any, Any, Any]) -> dict[str, Any]:
     status_code=200,
     tags=["oauth"],
     operation_id="revoke",
+    media_type=MediaType.TEXT,
     security=[{"client_secret_basic": []}, {}],
     operation_class=form_operation(TOKEN_FORM, "form-encoded revocation request"),
     responses={
         400: _error("invalid_request or unauthorized_client (another client's token)"),
         401: _error("invalid_client"),
+        413: _error("the body is larger than 64 KiB"),
         503: _error("temporarily_unavailable"),
     },
 )
-async def revoke(request: Request[Any, Any, Any]) -> Response[bytes]:
+async def revoke(request: Request[Any, Any, Any]) -> None:
     services = services_of(request)
     client, form = await _authenticated_form(request, services)
     caller = caller_of(request, services.settings.trusted_proxies)
     await services.revocation.revoke(client, _token(form), form.get("token_type_hint"), caller)
     # RFC 7009 2.2: 200, also for invalid or unknown tokens; the body is empty.
-    return Response(b"", status_code=200, media_type="application/json")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from litestar import Request, Response, get
+from litestar.openapi.datastructures import ResponseSpec
 
 from service.db.migrate import head_revision
 from service.db.pool import DatabaseUnavailable
@@ -18,6 +19,14 @@ async def live() -> dict[str, str]:
 
 @get(
     "/health/ready",
+    responses={
+        503: ResponseSpec(
+            data_container=dict[str, str],
+            description="the database does not answer, the schema is not at the latest "
+            "migration, or the process is shutting down",
+            generate_examples=False,
+        )
+    },
     tags=["health"],
     operation_id="ready",
     summary="200 when the database answers and the schema is at the latest migration",

@@ -79,6 +79,7 @@ ERROR_RESPONSES = {
         "unsupported_grant_type (RFC 6749 section 5.2)"
     ),
     401: _error("invalid_client, with WWW-Authenticate: Basic"),
+    413: _error("the body is larger than 64 KiB"),
     429: _error("too many failed logins; see Retry-After"),
     503: _error("temporarily_unavailable; see Retry-After"),
 }
