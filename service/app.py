@@ -18,7 +18,7 @@ from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
 from litestar.types import ASGIApp
 
 from service import __version__
-from service.accounts.clients import ClientStore
+from service.accounts.clients import ClientCache, ClientStore
 from service.accounts.passwords import PasswordHasher
 from service.accounts.throttle import LoginThrottle
 from service.accounts.users import UserStore
@@ -100,7 +100,7 @@ def build_services(settings: Settings, database: Database) -> Services:
     )
     tokens = TokenService(
         database=database,
-        clients=clients,
+        clients=ClientCache(clients, settings.client_cache_ttl),
         users=users,
         hasher=hasher,
         throttle=LoginThrottle(settings.login_max_failures, settings.login_window),

@@ -101,6 +101,10 @@ def cmd_serve(args: argparse.Namespace, env: Mapping[str, str]) -> int:
         {"DATABASE_URL": resolved["DATABASE_URL"], "ROTOR_SECRET": resolved["ROTOR_SECRET"]}
     )
     _metrics_directory()
+    if not env.get("ROTOR_HASH_CONCURRENCY"):
+        # One hash at a time per core across all workers.
+        per_worker = max(1, (os.cpu_count() or 1) // max(1, args.workers))
+        os.environ["ROTOR_HASH_CONCURRENCY"] = str(per_worker)
     url = f"http://{args.host}:{args.port}"
     print(_banner(url, settings, embedded), file=sys.stderr, flush=True)
     # uvicorn re-raises SIGTERM after its graceful shutdown; as SystemExit it

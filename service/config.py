@@ -60,6 +60,7 @@ class Settings:
     prune_interval: int = 3600
     prune_retention: int = 604800
     shutdown_delay: int = 2
+    client_cache_ttl: int = 5
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
@@ -95,6 +96,7 @@ class Settings:
             prune_interval=_seconds(env, "ROTOR_PRUNE_INTERVAL", 3600, minimum=0),
             prune_retention=_seconds(env, "ROTOR_PRUNE_RETENTION", 604800, minimum=0),
             shutdown_delay=_seconds(env, "ROTOR_SHUTDOWN_DELAY", 2, minimum=0, maximum=300),
+            client_cache_ttl=_seconds(env, "ROTOR_CLIENT_CACHE_TTL", 5, minimum=0, maximum=3600),
         )
 
     def with_overrides(self, **changes: object) -> Settings:

@@ -300,3 +300,50 @@ async def test_a_cancelled_wait_keeps_the_slot_until_its_hash_ends() -> None:
     assert await follower == "second"
     assert order == ["first ended", "second started"]
     hasher.close()
+
+
+async def test_waiting_for_a_hash_does_not_spend_the_database_deadline() -> None:
+    """ROTOR_DB_TIMEOUT bounds waits for the database, not the hashing queue."""
+    import threading
+    import time
+
+    from service.accounts.passwords import PasswordHasher as Hasher
+    from service.config import Argon2Params
+    from service.deadline import request_deadline
+
+    hasher = Hasher(Argon2Params(time_cost=1, memory_kib=8192, parallelism=1), 1)
+    release = threading.Event()
+
+    def slow() -> str:
+        release.wait(5)
+        return "hashed"
+
+    async with asyncio.timeout(0.3) as deadline:
+        token = request_deadline.set(deadline)
+        threading.Timer(0.6, release.set).start()
+        started = time.monotonic()
+        assert await hasher._run(slow) == "hashed"  # outlives the 0.3 s deadline
+        request_deadline.reset(token)
+        assert time.monotonic() - started >= 0.5
+        assert deadline.when() is not None  # the deadline is back in force
+    hasher.close()
+
+
+async def test_a_full_hash_queue_is_refused_at_once() -> None:
+    import threading
+
+    from service.accounts.passwords import MAX_WAITING_PER_SLOT, HashQueueFull
+    from service.accounts.passwords import PasswordHasher as Hasher
+    from service.config import Argon2Params
+
+    hasher = Hasher(Argon2Params(time_cost=1, memory_kib=8192, parallelism=1), 1)
+    release = threading.Event()
+    waiting = [
+        asyncio.create_task(hasher._run(release.wait, 5)) for _ in range(MAX_WAITING_PER_SLOT)
+    ]
+    await asyncio.sleep(0.05)
+    with pytest.raises(HashQueueFull):
+        await hasher._run(release.wait, 5)
+    release.set()
+    assert await asyncio.gather(*waiting) == [True] * MAX_WAITING_PER_SLOT
+    hasher.close()

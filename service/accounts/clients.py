@@ -12,6 +12,7 @@ import binascii
 import hashlib
 import hmac
 import secrets
+import time
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
@@ -143,8 +144,33 @@ def presented_credentials(
     return basic
 
 
+class ClientCache:
+    """Clients never change through the API or the CLI (no update, no secret
+    rotation), so client authentication on the hot paths keeps them for `ttl`
+    seconds instead of reading the row on every request. An edit made directly
+    in SQL is seen within `ttl`; the admin guard always reads the row."""
+
+    def __init__(self, store: ClientStore, ttl: float, max_entries: int = 10_000) -> None:
+        self._store = store
+        self._ttl = ttl
+        self._max_entries = max_entries
+        self._entries: dict[uuid.UUID, tuple[float, Client]] = {}
+
+    async def get(self, connection: Connection, client_id: uuid.UUID) -> Client | None:
+        now = time.monotonic()
+        hit = self._entries.get(client_id)
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        client = await self._store.get(connection, client_id)
+        if client is not None and self._ttl > 0:
+            if len(self._entries) >= self._max_entries:
+                self._entries.clear()
+            self._entries[client_id] = (now + self._ttl, client)
+        return client
+
+
 async def authenticate(
-    store: ClientStore, connection: Connection, credentials: Credentials
+    store: ClientStore | ClientCache, connection: Connection, credentials: Credentials
 ) -> Client:
     if credentials.client_id is None:
         raise InvalidClient("client authentication required")

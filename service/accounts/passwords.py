@@ -23,8 +23,16 @@ from argon2 import Type
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
 from service.config import Argon2Params
+from service.deadline import deadline_paused
 
 MIN_PASSWORD_CHARS = 8
+MAX_WAITING_PER_SLOT = 16
+
+
+class HashQueueFull(Exception):
+    """Too many password hashes queued in this process (answered 503)."""
+
+
 MAX_PASSWORD_CHARS = 1024
 
 
@@ -43,6 +51,8 @@ class PasswordHasher:
             max_workers=concurrency, thread_name_prefix="rotor-argon2", initializer=_yield_cpu
         )
         self._slots = asyncio.Semaphore(concurrency)
+        self._waiting = 0
+        self._max_waiting = MAX_WAITING_PER_SLOT * concurrency
         self._dummy_hash: str | None = None
 
     async def hash(self, password: str) -> str:
@@ -69,6 +79,17 @@ class PasswordHasher:
         return result
 
     async def _run(self, work: Callable[..., Any], *args: Any) -> Any:
+        if self._waiting >= self._max_waiting:
+            # More logins queued than can finish soon: say so at once.
+            raise HashQueueFull
+        self._waiting += 1
+        try:
+            async with deadline_paused():
+                return await self._hash_in_slot(work, *args)
+        finally:
+            self._waiting -= 1
+
+    async def _hash_in_slot(self, work: Callable[..., Any], *args: Any) -> Any:
         await self._slots.acquire()
         loop = asyncio.get_running_loop()
         try:

@@ -11,6 +11,7 @@ from litestar import MediaType, Request, Response
 from litestar.exceptions import HTTPException
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 
+from service.accounts.passwords import HashQueueFull
 from service.db.pool import DatabaseUnavailable
 from service.errors import OAuthError, TemporarilyUnavailable
 
@@ -76,6 +77,15 @@ def bad_data(_: AnyRequest, exc: asyncpg.DataError) -> Response[dict[str, str]]:
     return error_response(400, "invalid_request", "the request contains invalid characters")
 
 
+def hash_queue_full(_: AnyRequest, __: HashQueueFull) -> Response[dict[str, str]]:
+    return error_response(
+        503,
+        "temporarily_unavailable",
+        "too many logins in progress; retry shortly",
+        {"Retry-After": "1"},
+    )
+
+
 def server_error(_: AnyRequest, exc: Exception) -> Response[dict[str, str]]:
     log.error("unhandled error", exc_info=exc)
     return error_response(
@@ -88,5 +98,6 @@ EXCEPTION_HANDLERS: dict[int | type[Exception], Any] = {
     DatabaseUnavailable: unavailable,
     HTTPException: http_exception,
     asyncpg.DataError: bad_data,
+    HashQueueFull: hash_queue_full,
     Exception: server_error,
 }

@@ -14,6 +14,8 @@ import msgspec
 from litestar.enums import ScopeType
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
+from service.deadline import request_deadline
+
 NO_STORE_PATHS = frozenset({"/token", "/refresh", "/introspect", "/revoke"})
 NO_STORE_HEADERS = [(b"cache-control", b"no-store"), (b"pragma", b"no-cache")]
 # Served from memory: no database deadline needed.
@@ -55,8 +57,12 @@ class DeadlineMiddleware:
             await send(message)
 
         try:
-            async with asyncio.timeout(self._deadline):
-                await self._app(scope, receive, tracking_send)
+            async with asyncio.timeout(self._deadline) as deadline:
+                token = request_deadline.set(deadline)
+                try:
+                    await self._app(scope, receive, tracking_send)
+                finally:
+                    request_deadline.reset(token)
         except TimeoutError:
             if started:
                 raise

@@ -9,12 +9,9 @@ from litestar import Request, Response, post
 from litestar.openapi.spec import Schema
 from litestar.openapi.spec.enums import OpenAPIType
 
-from service.accounts.clients import presented_credentials
 from service.errors import InvalidRequest
-from service.http.caller import caller_of
 from service.http.forms import FORM_TYPE, check_query, media_type, parse_pairs
-from service.http.state import services_of
-from service.http.token import ERROR_RESPONSES, TokenBody, form_operation, token_body
+from service.http.token import ERROR_RESPONSES, TokenBody, form_operation, grant_response
 
 REFRESH_FIELDS = ("refresh_token", "scope", "client_id", "client_secret")
 
@@ -75,13 +72,6 @@ def _parse_json(body: bytes) -> dict[str, str]:
     operation_class=form_operation(REFRESH_SCHEMA, "refresh request", json_too=True),
 )
 async def refresh(request: Request[Any, Any, Any]) -> Response[TokenBody]:
-    services = services_of(request)
     check_query(request.query_params)
     form = parse_refresh_body(await request.body(), request.headers.get("content-type"))
-    credentials = presented_credentials(
-        request.headers.get("authorization"), form.get("client_id"), form.get("client_secret")
-    )
-    result = await services.tokens.refresh(
-        form, credentials, caller_of(request, services.settings.trusted_proxies)
-    )
-    return Response(token_body(result), status_code=200)
+    return await grant_response(request, form)

@@ -114,9 +114,16 @@ def form_operation(schema: Schema, description: str, *, json_too: bool = False) 
     operation_class=form_operation(TOKEN_FORM_SCHEMA, "form-encoded token request"),
 )
 async def token(request: Request[Any, Any, Any]) -> Response[TokenBody]:
-    services = services_of(request)
     check_query(request.query_params)
     form = parse_form(await request.body(), request.headers.get("content-type"))
+    return await grant_response(request, form)
+
+
+async def grant_response(
+    request: Request[Any, Any, Any], form: dict[str, str]
+) -> Response[TokenBody]:
+    """The token endpoint's answer to a parsed request; /refresh shares it."""
+    services = services_of(request)
     credentials = presented_credentials(
         request.headers.get("authorization"), form.get("client_id"), form.get("client_secret")
     )

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from service.accounts.clients import (
     PUBLIC_GRANTS,
     Client,
+    ClientCache,
     ClientStore,
     Credentials,
     authenticate,
@@ -54,7 +55,7 @@ class TokenService:
         self,
         *,
         database: Database,
-        clients: ClientStore,
+        clients: ClientStore | ClientCache,
         users: UserStore,
         hasher: PasswordHasher,
         throttle: LoginThrottle,
