@@ -26,7 +26,7 @@ from service.config import Argon2Params
 from service.deadline import deadline_paused
 
 MIN_PASSWORD_CHARS = 8
-MAX_WAITING_PER_SLOT = 16
+MAX_WAITING_PER_SLOT = 64
 
 
 class HashQueueFull(Exception):
