@@ -692,3 +692,29 @@ async def test_database_that_does_not_answer_in_time_is_503_then_recovers(
         recovered = await introspect(rotor, session.gateway, token)
         assert recovered.status_code == 200
         assert recovered.json()["active"] is True
+
+
+async def test_a_remembered_verification_never_hides_revocation_or_expiry(rotor: Rotor) -> None:
+    """Verified tokens are remembered (gateways ask again and again); the live
+    state is still read every time, and expiry still applies."""
+    client = await rotor.client()
+    gateway = await rotor.client(grants=[], introspect=True)
+    await rotor.user()
+    first = (await rotor.login(client)).json()["access_token"]
+    second = (await rotor.login(client)).json()["access_token"]
+
+    async def active(token: str) -> bool:
+        response = await rotor.http.post("/introspect", data={"token": token}, headers=gateway.auth)
+        assert response.status_code == 200
+        return bool(response.json()["active"])
+
+    assert [await active(first), await active(first), await active(second)] == [True] * 3
+    verifier = rotor.http.app.state.services.verifier
+    claims = verifier.verify(second).claims
+    assert verifier.verify(second, now=claims["exp"] - 1) is not None
+    assert verifier.verify(second, now=claims["exp"]) is None
+    revoked = await rotor.http.post("/revoke", data={"token": first}, headers=client.auth)
+    assert revoked.status_code == 200
+    kid = json.loads(base64.urlsafe_b64decode(second.split(".")[0] + "=="))["kid"]
+    await rotor.db.execute("UPDATE signing_keys SET state = 'revoked' WHERE kid = $1", kid)
+    assert [await active(first), await active(second)] == [False, False]

@@ -30,6 +30,7 @@ from service.config import SIGNING_ALGS, Settings
 from service.tokens.keys import KeyRing
 
 MAX_JWT_CHARS = 8192
+MAX_REMEMBERED = 10_000
 ACCESS_TOKEN_TYPES = frozenset({"at+jwt", "application/at+jwt"})
 FORBIDDEN_HEADERS = frozenset({"jwk", "jku", "x5u", "x5c", "crit"})
 REQUIRED_CLAIMS = ("iss", "sub", "aud", "exp", "iat", "jti", "client_id")
@@ -63,9 +64,29 @@ class AccessTokenVerifier:
         self._issuer = settings.issuer
         audience = settings.audience
         self._audience: str | list[str] = audience[0] if len(audience) == 1 else list(audience)
+        self._verified: dict[str, VerifiedAccessToken] = {}
 
     def verify(self, token: str, *, now: int | None = None) -> VerifiedAccessToken | None:
-        """The verified token, or None for anything that is not a valid Rotor access token."""
+        """The verified token, or None for anything that is not a valid Rotor access token.
+
+        Gateways introspect the same token many times: a token that verified once
+        is remembered until its `exp` (its signature and claims cannot change), as
+        long as its key is still published. Live state (revocations, key state) is
+        never cached: the caller reads it from the database every time."""
+        moment = int(time.time()) if now is None else now
+        known = self._verified.get(token)
+        if known is not None:
+            if known.claims["exp"] > moment and known.kid in self._ring.state.verifying:
+                return known
+            del self._verified[token]
+        verified = self._verify(token, moment)
+        if verified is not None:
+            if len(self._verified) >= MAX_REMEMBERED:
+                self._verified.clear()
+            self._verified[token] = verified
+        return verified
+
+    def _verify(self, token: str, now: int) -> VerifiedAccessToken | None:
         if len(token) > MAX_JWT_CHARS or not looks_like_jwt(token):
             return None
         header = _header(token)
@@ -83,7 +104,7 @@ class AccessTokenVerifier:
             decoded = jwt.decode(token, key.key, algorithms=[key.alg])
         except (JoseError, ValueError, TypeError):
             return None
-        return self._check_claims(kid, decoded.claims, int(time.time()) if now is None else now)
+        return self._check_claims(kid, decoded.claims, now)
 
     def _check_claims(
         self, kid: str, claims: dict[str, Any], now: int
