@@ -24,13 +24,14 @@ from litestar.testing import AsyncTestClient
 from service.app import create_app, quiet_known_warnings
 from service.config import Argon2Params, Settings
 from service.db.migrate import upgrade
-from tests.helpers import Rotor, database_url_for
+from tests.helpers import TEST_SECRET, Rotor, database_url_for
+
+__all__ = ["TEST_SECRET"]
 
 quiet_known_warnings()
 
 # Cheap argon2 for the suite (the production defaults are tested in test_passwords).
 TEST_ARGON2 = Argon2Params(time_cost=1, memory_kib=8192, parallelism=1)
-TEST_SECRET = b"rotor-test-secret-of-32-bytes-at-least!!"
 
 
 def _docker_answers() -> bool:
@@ -89,6 +90,15 @@ def template_db(server_url: str) -> Iterator[str]:
 async def database_url(server_url: str, template_db: str) -> AsyncIterator[str]:
     name = f"rotor_t_{uuid.uuid4().hex[:16]}"
     await _admin(server_url, f'CREATE DATABASE "{name}" TEMPLATE "{template_db}"')
+    yield database_url_for(server_url, name)
+    await _admin(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+async def empty_database_url(server_url: str) -> AsyncIterator[str]:
+    """A database with nothing in it (not cloned from the migrated template)."""
+    name = f"rotor_empty_{uuid.uuid4().hex[:12]}"
+    await _admin(server_url, f'CREATE DATABASE "{name}"')
     yield database_url_for(server_url, name)
     await _admin(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 

@@ -2,8 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
@@ -19,6 +27,7 @@ from service.accounts.users import UserStore
 from service.config import Settings
 
 PASSWORD = "correct horse battery staple"
+TEST_SECRET = b"rotor-test-secret-of-32-bytes-at-least!!"
 ALL_GRANTS = ["password", "client_credentials", "refresh_token"]
 
 
@@ -110,3 +119,92 @@ class Rotor:
     async def verify(self, token: str) -> jwt.Token:
         """Verify as any gateway would: JWKS only, explicit algorithms."""
         return jwt.decode(token, await self.jwks(), algorithms=["ES256", "EdDSA", "RS256"])
+
+
+@dataclass
+class Session:
+    """A password login by a confidential client, with a gateway allowed to introspect."""
+
+    client: RegisteredClient
+    gateway: RegisteredClient
+    user_id: str
+    access_token: str
+    refresh_token: str
+    family_id: uuid.UUID
+
+
+async def begin(
+    rotor: Rotor, username: str = "alice", *, client: RegisteredClient | None = None
+) -> Session:
+    if client is None:
+        client = await rotor.client(name="app")
+    gateway = await rotor.client(grants=[], scopes=[], introspect=True, name="gateway")
+    user_id = await rotor.user(username)
+    response = await rotor.login(client, username)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    family_id = await rotor.db.fetchval(
+        "SELECT id FROM token_families WHERE user_id = $1", uuid.UUID(user_id)
+    )
+    return Session(client, gateway, user_id, body["access_token"], body["refresh_token"], family_id)
+
+
+ROTOR_SCRIPT = Path(sys.executable).with_name("rotor")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def server_env(database_url: str, **extra: str) -> dict[str, str]:
+    """The environment of a `rotor serve` on the test's database, cheap argon2."""
+    return {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "ROTOR_SECRET": base64.urlsafe_b64encode(TEST_SECRET).decode(),
+        "ROTOR_ARGON2_TIME_COST": "1",
+        "ROTOR_ARGON2_MEMORY_KIB": "8192",
+        "ROTOR_ARGON2_PARALLELISM": "1",
+        **extra,
+    }
+
+
+async def start_rotor(
+    database_url: str, *args: str, **env: str
+) -> tuple[subprocess.Popen[bytes], str]:
+    """A real `rotor serve` process on a free port, once /health/ready answers 200."""
+    port = free_port()
+    process = subprocess.Popen(
+        [str(ROTOR_SCRIPT), "serve", "--port", str(port), *args],
+        env=server_env(database_url, **env),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    async with httpx.AsyncClient() as http:
+        while True:
+            if process.poll() is not None:
+                error = process.stderr.read().decode() if process.stderr else ""
+                raise AssertionError(f"rotor serve exited: {error[-2000:]}")
+            try:
+                if (await http.get(f"{url}/health/ready")).status_code == 200:
+                    return process, url
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                process.kill()
+                raise AssertionError(f"{url} did not become ready")
+            await asyncio.sleep(0.1)
+
+
+def stop_rotor(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        process.terminate()
+    try:
+        process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=10)

@@ -10,7 +10,7 @@ import shutil
 import subprocess
 import tempfile
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import argon2
@@ -20,7 +20,7 @@ import pytest
 
 from service.db.migrate import head_revision
 from service.db.tables import metadata
-from tests.helpers import PASSWORD, database_url_for
+from tests.helpers import PASSWORD
 
 ROOT = Path(__file__).resolve().parent.parent
 ROTOR = ROOT / ".venv" / "bin" / "rotor"
@@ -56,23 +56,6 @@ def rotor(
 @pytest.fixture
 def env(database_url: str) -> dict[str, str]:
     return base_env(DATABASE_URL=database_url, ROTOR_SECRET=SECRET)
-
-
-@pytest.fixture
-async def empty_database_url(server_url: str) -> AsyncIterator[str]:
-    name = f"rotor_cli_{uuid.uuid4().hex[:12]}"
-    admin = server_url.replace("postgresql+asyncpg://", "postgresql://")
-    connection = await asyncpg.connect(admin)
-    try:
-        await connection.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await connection.close()
-    yield database_url_for(server_url, name)
-    connection = await asyncpg.connect(admin)
-    try:
-        await connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await connection.close()
 
 
 # --- migrate -------------------------------------------------------------------------------

@@ -9,16 +9,11 @@ keeps running.
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
-import os
 import signal
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import AsyncIterator
-from pathlib import Path
 from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 import httpx
@@ -27,10 +22,7 @@ from litestar.testing import AsyncTestClient
 
 from service.app import create_app
 from service.config import Settings
-from tests.conftest import TEST_SECRET
-from tests.helpers import PASSWORD, Rotor
-
-ROTOR = Path(sys.executable).with_name("rotor")
+from tests.helpers import PASSWORD, Rotor, start_rotor
 
 
 class DatabaseProxy:
@@ -258,44 +250,6 @@ async def test_exhausted_pool_answers_a_fast_503(settings: Settings, db) -> None
         assert after.status_code == 200, after.text
 
 
-def _server_env(database_url: str, **extra: str) -> dict[str, str]:
-    return {
-        **os.environ,
-        "DATABASE_URL": database_url,
-        "ROTOR_SECRET": base64.urlsafe_b64encode(TEST_SECRET).decode(),
-        "ROTOR_ARGON2_TIME_COST": "1",
-        "ROTOR_ARGON2_MEMORY_KIB": "8192",
-        "ROTOR_ARGON2_PARALLELISM": "1",
-        **extra,
-    }
-
-
-async def _start_server(database_url: str, port: int, **extra: str) -> subprocess.Popen[bytes]:
-    process = subprocess.Popen(
-        [str(ROTOR), "serve", "--port", str(port)],
-        env=_server_env(database_url, **extra),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    async with httpx.AsyncClient() as http:
-        deadline = time.monotonic() + 30
-        while True:
-            assert process.poll() is None, "rotor serve exited"
-            with contextlib.suppress(httpx.TransportError):
-                if (await http.get(f"http://127.0.0.1:{port}/health/ready")).status_code == 200:
-                    return process
-            assert time.monotonic() < deadline, "rotor serve did not become ready"
-            await asyncio.sleep(0.1)
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 async def _login_many(rotor: Rotor, url: str, client, count: int) -> list[str]:
     # One after another: simultaneous logins to one account count as pending
     # failures until they succeed (the per-username limit is exact).
@@ -318,9 +272,7 @@ async def test_sigterm_turns_readiness_503_finishes_in_flight_and_exits(
 ) -> None:
     client = await rotor.client()
     await rotor.user()
-    port = _free_port()
-    process = await _start_server(database_url, port, ROTOR_SHUTDOWN_DELAY="1")
-    url = f"http://127.0.0.1:{port}"
+    process, url = await start_rotor(database_url, ROTOR_SHUTDOWN_DELAY="1")
     try:
         tokens = await _login_many(rotor, url, client, 1)
         async with httpx.AsyncClient(base_url=url, timeout=10) as http:
@@ -349,9 +301,7 @@ async def test_sigkill_during_refresh_load_leaves_every_family_whole(
     a rotation, never with a spent token and no successor, never two live tokens."""
     client = await rotor.client()
     await rotor.user()
-    port = _free_port()
-    process = await _start_server(database_url, port)
-    url = f"http://127.0.0.1:{port}"
+    process, url = await start_rotor(database_url)
     tokens = await _login_many(rotor, url, client, 40)
 
     async def keep_refreshing(http: httpx.AsyncClient, token: str) -> None:

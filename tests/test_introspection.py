@@ -18,7 +18,6 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
@@ -32,7 +31,7 @@ from service.config import Settings
 from service.db.pool import DatabaseUnavailable
 from service.tokens.keys import KeyStore, SigningKey
 from service.tokens.secretbox import SecretBox
-from tests.helpers import RegisteredClient, Rotor
+from tests.helpers import RegisteredClient, Rotor, begin
 
 INACTIVE = {"active": False}
 FORM = "application/x-www-form-urlencoded"
@@ -53,30 +52,6 @@ ACCESS_FIELDS = {
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-@dataclass
-class Session:
-    client: RegisteredClient
-    gateway: RegisteredClient
-    user_id: str
-    access_token: str
-    refresh_token: str
-    family_id: uuid.UUID
-
-
-async def begin(rotor: Rotor, username: str = "alice") -> Session:
-    """A password login by a confidential client, and a gateway allowed to introspect."""
-    client = await rotor.client(name="app")
-    gateway = await rotor.client(grants=[], scopes=[], introspect=True, name="gateway")
-    user_id = await rotor.user(username)
-    response = await rotor.login(client, username)
-    assert response.status_code == 200, response.text
-    body = response.json()
-    family_id = await rotor.db.fetchval(
-        "SELECT id FROM token_families WHERE user_id = $1", uuid.UUID(user_id)
-    )
-    return Session(client, gateway, user_id, body["access_token"], body["refresh_token"], family_id)
 
 
 async def introspect(

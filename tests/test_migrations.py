@@ -8,8 +8,6 @@ import asyncio
 import json
 import os
 import re
-import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +20,6 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from service.config import sqlalchemy_url
 from service.db.migrate import downgrade, head_revision, upgrade
 from service.db.tables import metadata
-from tests.helpers import database_url_for
 
 ROOT = Path(__file__).resolve().parent.parent
 MIGRATIONS = ROOT / "migrations"
@@ -50,24 +47,6 @@ async def schema_diff(url: str) -> list[Any]:
 async def public_tables(connection: asyncpg.Connection) -> set[str]:
     rows = await connection.fetch("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
     return {row["tablename"] for row in rows}
-
-
-@pytest.fixture
-async def empty_database_url(server_url: str) -> AsyncIterator[str]:
-    """A database with nothing in it (not from the migrated template)."""
-    name = f"rotor_empty_{uuid.uuid4().hex[:12]}"
-    admin = server_url.replace("postgresql+asyncpg://", "postgresql://")
-    connection = await asyncpg.connect(admin)
-    try:
-        await connection.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await connection.close()
-    yield database_url_for(server_url, name)
-    connection = await asyncpg.connect(admin)
-    try:
-        await connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await connection.close()
 
 
 # --- (a) the declared tables and the migrations agree ------------------------------------

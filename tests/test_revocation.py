@@ -14,7 +14,6 @@ import json
 import secrets
 import time
 import uuid
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -23,38 +22,12 @@ from joserfc import jwt
 
 from service.tokens.keys import KeyStore
 from service.tokens.secretbox import SecretBox
-from tests.helpers import RegisteredClient, Rotor
+from tests.helpers import RegisteredClient, Rotor, begin
 
 FORM = "application/x-www-form-urlencoded"
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-@dataclass
-class Session:
-    client: RegisteredClient
-    gateway: RegisteredClient
-    user_id: str
-    access_token: str
-    refresh_token: str
-    family_id: uuid.UUID
-
-
-async def begin(
-    rotor: Rotor, *, username: str = "alice", client: RegisteredClient | None = None
-) -> Session:
-    if client is None:
-        client = await rotor.client(name="app")
-    gateway = await rotor.client(grants=[], scopes=[], introspect=True, name="gateway")
-    user_id = await rotor.user(username)
-    response = await rotor.login(client, username)
-    assert response.status_code == 200, response.text
-    body = response.json()
-    family_id = await rotor.db.fetchval(
-        "SELECT id FROM token_families WHERE user_id = $1", uuid.UUID(user_id)
-    )
-    return Session(client, gateway, user_id, body["access_token"], body["refresh_token"], family_id)
 
 
 async def revoke(

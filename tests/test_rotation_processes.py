@@ -7,86 +7,30 @@ simultaneous refreshes of one token are split between them, 10 rounds.
 from __future__ import annotations
 
 import asyncio
-import base64
-import os
-import socket
-import subprocess
-import sys
-import time
 from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from pathlib import Path
 
 import httpx
 import pytest
 
 from service.accounts.clients import ClientStore
-from tests.conftest import TEST_SECRET
-from tests.helpers import PASSWORD, basic
+from tests.helpers import PASSWORD, basic, start_rotor, stop_rotor
 
-ROTOR = Path(sys.executable).with_name("rotor")
 ROUNDS = 10
 CONCURRENT = 20
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @asynccontextmanager
 async def rotor_processes(database_url: str, count: int, grace: int) -> AsyncIterator[list[str]]:
-    env = {
-        **os.environ,
-        "DATABASE_URL": database_url,
-        "ROTOR_SECRET": base64.urlsafe_b64encode(TEST_SECRET).decode(),
-        "ROTOR_REUSE_GRACE": str(grace),
-        "ROTOR_ARGON2_TIME_COST": "1",
-        "ROTOR_ARGON2_MEMORY_KIB": "8192",
-        "ROTOR_ARGON2_PARALLELISM": "1",
-    }
-    ports = [_free_port() for _ in range(count)]
-    processes = [
-        subprocess.Popen(
-            [str(ROTOR), "serve", "--port", str(port)],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-        )
-        for port in ports
-    ]
-    urls = [f"http://127.0.0.1:{port}" for port in ports]
+    started = []
     try:
-        await _wait_ready(urls, processes)
-        yield urls
+        for _ in range(count):
+            started.append(await start_rotor(database_url, ROTOR_REUSE_GRACE=str(grace)))
+        yield [url for _, url in started]
     finally:
-        for process in processes:
-            process.terminate()
-        for process in processes:
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-
-
-async def _wait_ready(urls: list[str], processes: list[subprocess.Popen[bytes]]) -> None:
-    deadline = time.monotonic() + 30
-    async with httpx.AsyncClient() as http:
-        for url, process in zip(urls, processes, strict=True):
-            while True:
-                if process.poll() is not None:
-                    error = process.stderr.read().decode() if process.stderr else ""
-                    pytest.fail(f"rotor serve exited: {error[-2000:]}")
-                try:
-                    if (await http.get(f"{url}/health/ready")).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                if time.monotonic() > deadline:
-                    pytest.fail(f"{url} did not become ready")
-                await asyncio.sleep(0.1)
+        for process, _ in started:
+            stop_rotor(process)
 
 
 async def _race(database_url: str, db, grace: int) -> list[Counter[int]]:
