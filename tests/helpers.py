@@ -208,3 +208,28 @@ def stop_rotor(process: subprocess.Popen[bytes]) -> None:
     except subprocess.TimeoutExpired:
         process.kill()
         process.wait(timeout=10)
+
+
+async def client_token(rotor: Rotor, client: RegisteredClient) -> str:
+    """An access token of `client` by the client_credentials grant."""
+    response = await rotor.token({"grant_type": "client_credentials"}, client.auth)
+    assert response.status_code == 200, response.text
+    token: str = response.json()["access_token"]
+    return token
+
+
+@dataclass
+class Ops:
+    """An admin client and a live Bearer token of it."""
+
+    client: RegisteredClient
+    token: str
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
+
+async def operator(rotor: Rotor) -> Ops:
+    client = await rotor.client(grants=["client_credentials"], scopes=[], admin=True, name="ops")
+    return Ops(client, await client_token(rotor, client))

@@ -28,7 +28,7 @@ from litestar.testing import AsyncTestClient
 from service.app import create_app
 from service.config import Settings
 from service.tokens.access import AccessTokenIssuer
-from tests.helpers import PASSWORD, RegisteredClient, Rotor
+from tests.helpers import PASSWORD, Ops, RegisteredClient, Rotor, client_token, operator
 
 ZERO_ID = "00000000-0000-0000-0000-000000000000"
 USER_KEYS = {"id", "username", "disabled", "created_at"}
@@ -57,18 +57,6 @@ NEW_PASSWORD = "a brand new passphrase"
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-@dataclass
-class Ops:
-    """An admin client and a live Bearer token of it."""
-
-    client: RegisteredClient
-    token: str
-
-    @property
-    def headers(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.token}"}
 
 
 @dataclass
@@ -106,17 +94,9 @@ def utc(value: datetime | None) -> str | None:
     return None if value is None else value.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
-async def client_token(rotor: Rotor, client: RegisteredClient) -> str:
-    response = await rotor.token({"grant_type": "client_credentials"}, client.auth)
-    assert response.status_code == 200, response.text
-    token: str = response.json()["access_token"]
-    return token
-
-
 @pytest.fixture
 async def ops(rotor: Rotor) -> Ops:
-    client = await rotor.client(grants=["client_credentials"], scopes=[], admin=True, name="ops")
-    return Ops(client, await client_token(rotor, client))
+    return await operator(rotor)
 
 
 @pytest.fixture

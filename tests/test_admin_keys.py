@@ -28,7 +28,7 @@ from service.app import create_app
 from service.config import Settings
 from service.tokens.pruning import prune
 from tests.conftest import TEST_SECRET
-from tests.helpers import RegisteredClient, Rotor
+from tests.helpers import Ops, RegisteredClient, Rotor, client_token, operator
 
 KEY_KEYS = {"kid", "alg", "state", "created_at", "activated_at", "retired_at"}
 PRIVATE_MEMBERS = {"d", "p", "q", "dp", "dq", "qi", "private_box", "private_jwk", "private"}
@@ -92,13 +92,6 @@ async def jwks_kids(rotor: Rotor) -> set[str]:
     return {key["kid"] for key in response.json()["keys"]}
 
 
-async def admin_token(rotor: Rotor, client: RegisteredClient) -> str:
-    response = await rotor.token({"grant_type": "client_credentials"}, client.auth)
-    assert response.status_code == 200, response.text
-    token: str = response.json()["access_token"]
-    return token
-
-
 async def login_token(rotor: Rotor, client: RegisteredClient) -> str:
     response = await rotor.login(client)
     assert response.status_code == 200, response.text
@@ -136,20 +129,9 @@ def keys_anywhere(document: Any) -> set[str]:
     return set()
 
 
-@dataclass
-class Ops:
-    client: RegisteredClient
-    token: str
-
-    @property
-    def headers(self) -> dict[str, str]:
-        return bearer(self.token)
-
-
 @pytest.fixture
 async def ops(rotor: Rotor) -> Ops:
-    client = await rotor.client(grants=["client_credentials"], scopes=[], admin=True, name="ops")
-    return Ops(client, await admin_token(rotor, client))
+    return await operator(rotor)
 
 
 @pytest.fixture
@@ -335,7 +317,7 @@ async def test_rotation_without_force_with_jwks_max_age_zero(
     async with AsyncTestClient(create_app(configured)) as http:
         rotor = Rotor(http, configured, db)
         client = await rotor.client(grants=["client_credentials"], scopes=[], admin=True)
-        ops = Ops(client, await admin_token(rotor, client))
+        ops = Ops(client, await client_token(rotor, client))
         before = await keys_in_db(db)
         response = await rotate(rotor, ops)
         assert response.status_code == 200, response.text
@@ -374,7 +356,7 @@ async def test_a_retired_key_leaves_the_jwks_once_its_tokens_have_expired(
     assert report.keys_removed == 1
     assert await keys_in_db(rotor.db) == Keys(after.active, after.next, [], [], [before.active])
     listed = await rotor.http.get(
-        "/admin/keys", headers=bearer(await admin_token(rotor, ops.client))
+        "/admin/keys", headers=bearer(await client_token(rotor, ops.client))
     )
     states = {item["kid"]: item["state"] for item in listed.json()["items"]}
     assert states[before.active] == "removed"
@@ -408,7 +390,7 @@ async def test_revoking_the_active_key_promotes_next_and_kills_its_tokens_at_onc
     assert refused.status_code == 401, refused.text
 
     assert kid_of(await login_token(rotor, app)) == after.active
-    fresh = Ops(ops.client, await admin_token(rotor, ops.client))
+    fresh = Ops(ops.client, await client_token(rotor, ops.client))
     assert kid_of(fresh.token) == after.active
     revoked_events = await events_of(rotor, fresh, "key_revoked")
     assert len(revoked_events) == 1
@@ -425,7 +407,7 @@ async def test_revoking_a_retired_key_kills_the_tokens_it_signed(
     before = await keys_in_db(rotor.db)
     old_token = await login_token(rotor, app)
     assert (await rotate(rotor, ops, {"force": True})).status_code == 200
-    fresh = Ops(ops.client, await admin_token(rotor, ops.client))
+    fresh = Ops(ops.client, await client_token(rotor, ops.client))
     rotated = await keys_in_db(rotor.db)
     assert (await introspect(rotor, gateway, old_token))["active"] is True
 
