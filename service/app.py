@@ -7,15 +7,23 @@ import os
 import warnings
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from joserfc.errors import SecurityWarning
 from litestar import Litestar
-from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
-from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
-from litestar.types import ASGIApp
+from litestar.plugins.prometheus import PrometheusController
+from litestar.types import (
+    ASGIApp,
+    LifeSpanReceive,
+    LifeSpanScope,
+    LifeSpanSend,
+    Receive,
+    Scope,
+    Send,
+)
 
 from service import __version__
 from service.accounts.clients import ClientCache, ClientStore
@@ -31,14 +39,15 @@ from service.db.migrate import head_revision
 from service.db.pool import Database
 from service.http.admin import AdminController
 from service.http.discovery import jwks, metadata
+from service.http.edge import Edge
 from service.http.errors import EXCEPTION_HANDLERS
-from service.http.gateway import introspect, revoke
+from service.http.gateway import INTROSPECT_PATH, introspect_endpoint, revoke
 from service.http.health import live, ready
-from service.http.middleware import DeadlineMiddleware, no_store
-from service.http.refresh import refresh
+from service.http.raw import MAX_BODY_BYTES, document
+from service.http.refresh import REFRESH_PATH, refresh_endpoint
 from service.http.state import Services
 from service.http.token import token
-from service.observability.logs import AccessLogMiddleware, configure_logging
+from service.observability.logs import configure_logging
 from service.observability.shutdown import Drain
 from service.tokens.access import AccessTokenIssuer
 from service.tokens.families import FamilyStore
@@ -53,17 +62,6 @@ from service.tokens.verify import AccessTokenVerifier
 
 log = logging.getLogger("rotor")
 
-MAX_BODY_BYTES = 64 * 1024
-
-# Requests by route template and status, latency histograms (Litestar's plugin).
-PROMETHEUS = PrometheusConfig(
-    app_name="rotor",
-    prefix="rotor_http",
-    group_path=True,
-    exclude=["^/metrics$", "^/health/"],
-    exclude_unhandled_paths=True,
-)
-
 
 class MetricsController(PrometheusController):
     path = "/metrics"
@@ -72,6 +70,23 @@ class MetricsController(PrometheusController):
 
 class SchemaNotReady(RuntimeError):
     pass
+
+
+class RotorApp(Litestar):
+    """Litestar with Rotor's edge (service/http/edge.py) around every request,
+    the ones answered before routing (404, 405) included."""
+
+    def __init__(self, *args: Any, deadline: float, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._edge = Edge(super().__call__, deadline=deadline)
+
+    async def __call__(
+        self,
+        scope: Scope | LifeSpanScope,
+        receive: Receive | LifeSpanReceive,
+        send: Send | LifeSpanSend,
+    ) -> None:
+        await self._edge(scope, receive, send)
 
 
 def quiet_known_warnings() -> None:
@@ -150,7 +165,7 @@ async def check_schema(database: Database) -> None:
         )
 
 
-def create_app(settings: Settings, *, drain_on_sigterm: bool = False) -> Litestar:
+def create_app(settings: Settings, *, drain_on_sigterm: bool = False) -> RotorApp:
     quiet_known_warnings()
     database = Database(
         settings.database_url, timeout=settings.db_timeout, max_size=settings.db_pool_size
@@ -175,11 +190,11 @@ def create_app(settings: Settings, *, drain_on_sigterm: bool = False) -> Litesta
             services.hasher.close()
             await database.close()
 
-    return Litestar(
+    app = RotorApp(
         route_handlers=[
             token,
-            refresh,
-            introspect,
+            refresh_endpoint,
+            introspect_endpoint,
             revoke,
             AdminController,
             MetricsController,
@@ -190,16 +205,14 @@ def create_app(settings: Settings, *, drain_on_sigterm: bool = False) -> Litesta
         ],
         lifespan=[lifespan],
         exception_handlers=EXCEPTION_HANDLERS,
-        middleware=[
-            PROMETHEUS.middleware,
-            DefineMiddleware(DeadlineMiddleware, deadline=settings.db_timeout),
-        ],
-        before_send=[no_store],
+        deadline=settings.db_timeout,
         request_max_body_size=MAX_BODY_BYTES,
         openapi_config=openapi_config(),
         debug=False,
         logging_config=None,
     )
+    document(app, {"/refresh": REFRESH_PATH, "/introspect": INTROSPECT_PATH})
+    return app
 
 
 def openapi_config() -> OpenAPIConfig:
@@ -220,9 +233,8 @@ def openapi_config() -> OpenAPIConfig:
 
 
 def create_asgi(settings: Settings) -> ASGIApp:
-    """The application as served: Rotor behind its access log (which also sees the
-    answers made before routing, such as 404 and 405)."""
-    return AccessLogMiddleware(create_app(settings, drain_on_sigterm=True))
+    """The application as served (draining on SIGTERM)."""
+    return create_app(settings, drain_on_sigterm=True)
 
 
 def app_from_env() -> ASGIApp:

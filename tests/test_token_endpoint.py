@@ -22,10 +22,13 @@ from argon2 import PasswordHasher as Argon2
 from joserfc import jwt
 from joserfc.errors import BadSignatureError
 from joserfc.jwk import ECKey, KeySet
+from litestar import Request
+from litestar.exceptions.http_exceptions import ClientException, RequestEntityTooLarge
 from litestar.testing import AsyncTestClient
 
 from service.app import create_app
 from service.config import Settings
+from service.http.raw import read_body
 from tests.helpers import PASSWORD, Rotor
 
 FORM = "application/x-www-form-urlencoded"
@@ -392,6 +395,60 @@ async def test_oversized_body_is_413_invalid_request(rotor: Rotor) -> None:
     )
 
     assert_error(response, 413, "invalid_request")
+
+
+OAUTH_PATHS = ["/token", "/refresh", "/introspect", "/revoke"]
+
+
+async def test_options_on_the_oauth_endpoints_is_204_with_allow_and_no_store(
+    rotor: Rotor,
+) -> None:
+    for path in OAUTH_PATHS:
+        response = await rotor.http.options(path)
+
+        assert response.status_code == 204, (path, response.text)
+        assert response.content == b"", path
+        allowed = {item.strip() for item in response.headers["allow"].split(",")}
+        assert allowed == {"OPTIONS", "POST"}, path
+        assert_no_store(response)
+
+
+async def test_wrong_method_on_every_oauth_endpoint_is_405_with_allow(rotor: Rotor) -> None:
+    for path in OAUTH_PATHS:
+        for method in ["GET", "PUT", "DELETE", "PATCH", "HEAD"]:
+            response = await rotor.http.request(method, path)
+
+            assert response.status_code == 405, (method, path, response.text)
+            assert "POST" in [item.strip() for item in response.headers["allow"].split(",")]
+            assert_no_store(response)
+            if method != "HEAD":
+                assert_error(response, 405, "method_not_allowed", (method, path))
+
+
+def streamed(*messages: dict[str, Any]) -> Request[Any, Any, Any]:
+    """A request whose body arrives in these ASGI messages, with no content-length."""
+    queue = list(messages)
+
+    async def receive() -> dict[str, Any]:
+        return queue.pop(0)
+
+    scope: Any = {"type": "http", "method": "POST", "path": "/refresh", "headers": []}
+    return Request(scope, receive)
+
+
+async def test_a_streamed_body_is_read_whole_and_refused_past_the_limit() -> None:
+    """The limit holds on the bytes sent, not only on an announced length."""
+    chunk = {"type": "http.request", "body": b"x" * 4096, "more_body": True}
+    last = {"type": "http.request", "body": b"end", "more_body": False}
+
+    assert await read_body(streamed(chunk, chunk, last)) == b"x" * 8192 + b"end"
+    assert await read_body(streamed(chunk, last), limit=4099) == b"x" * 4096 + b"end"
+    with pytest.raises(RequestEntityTooLarge):
+        await read_body(streamed(chunk, last), limit=4098)
+    with pytest.raises(RequestEntityTooLarge):
+        await read_body(streamed(*[chunk] * 20, last))
+    with pytest.raises(ClientException):
+        await read_body(streamed(chunk, {"type": "http.disconnect"}))
 
 
 # --- invalid_request -----------------------------------------------------------------------

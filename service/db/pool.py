@@ -16,6 +16,7 @@ from typing import Any, TypeAlias
 import asyncpg
 
 from service.config import asyncpg_dsn
+from service.deadline import request_deadline
 
 Connection: TypeAlias = asyncpg.Connection
 
@@ -105,8 +106,11 @@ class Database:
         if held is not None:
             yield held
             return
+        # Within a request the request's deadline bounds the wait (and costs no
+        # task, which asyncpg's own acquire timeout does); elsewhere, the timeout.
+        timeout = None if request_deadline.get() is not None else self.timeout
         try:
-            async with self.pool.acquire(timeout=self.timeout) as connection:
+            async with self.pool.acquire(timeout=timeout) as connection:
                 token = self._held.set(connection)
                 try:
                     yield connection

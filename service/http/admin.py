@@ -18,8 +18,8 @@ from litestar.params import FromPath, FromQuery, QueryParameter
 from service.admin.paging import Page, parse_id
 from service.errors import Forbidden, InvalidRequest, InvalidToken
 from service.http.caller import caller_of
+from service.http.docs import OAuthErrorBody
 from service.http.state import Services, services_of
-from service.http.token import OAuthErrorBody
 from service.tokens.introspection import access_token_state
 
 BodyT = TypeVar("BodyT")

@@ -5,13 +5,15 @@ from __future__ import annotations
 from typing import Any
 
 import msgspec
-from litestar import Request, Response, post
-from litestar.openapi.spec import Schema
+from litestar import Request
+from litestar.openapi.spec import OpenAPIResponse, Operation, PathItem, Schema
 from litestar.openapi.spec.enums import OpenAPIType
 
 from service.errors import InvalidRequest
+from service.http.docs import FULFILLED, JSON, component, error_responses, form_body
 from service.http.forms import FORM_TYPE, check_query, media_type, parse_pairs
-from service.http.token import ERROR_RESPONSES, TokenBody, form_operation, grant_response
+from service.http.raw import post_endpoint, read_body
+from service.http.token import GRANT_ERRORS, TokenBody, grant
 
 REFRESH_FIELDS = ("refresh_token", "scope", "client_id", "client_secret")
 
@@ -61,17 +63,25 @@ def _parse_json(body: bytes) -> dict[str, str]:
     return fields
 
 
-@post(
-    "/refresh",
-    summary="Rotate a refresh token (CONTRACT 3.3)",
-    status_code=200,
-    tags=["oauth"],
-    security=[{"client_secret_basic": []}, {}],
-    responses=ERROR_RESPONSES,
-    operation_id="refresh",
-    operation_class=form_operation(REFRESH_SCHEMA, "refresh request", json_too=True),
-)
-async def refresh(request: Request[Any, Any, Any]) -> Response[TokenBody]:
+async def refresh(request: Request[Any, Any, Any]) -> TokenBody:
     check_query(request.query_params)
-    form = parse_refresh_body(await request.body(), request.headers.get("content-type"))
-    return await grant_response(request, form)
+    form = parse_refresh_body(await read_body(request), request.headers.get("content-type"))
+    return await grant(request, form)
+
+
+refresh_endpoint = post_endpoint("/refresh", refresh, name="refresh")
+
+REFRESH_PATH = PathItem(
+    post=Operation(
+        operation_id="refresh",
+        summary="Rotate a refresh token (CONTRACT 3.3)",
+        tags=["oauth"],
+        security=[{"client_secret_basic": []}, {}],
+        request_body=form_body(REFRESH_SCHEMA, "refresh request", json_too=True),
+        responses={
+            "200": OpenAPIResponse(description=FULFILLED, content={JSON: component("TokenBody")}),
+            **error_responses(GRANT_ERRORS),
+        },
+        deprecated=False,
+    )
+)

@@ -2,22 +2,16 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import msgspec
-from litestar import Request, Response, post
-from litestar.openapi.datastructures import ResponseSpec
-from litestar.openapi.spec import (
-    OpenAPIMediaType,
-    Operation,
-    RequestBody,
-    Schema,
-)
+from litestar import Request, post
+from litestar.openapi.spec import Schema
 from litestar.openapi.spec.enums import OpenAPIType
 
 from service.accounts.clients import presented_credentials
 from service.http.caller import caller_of
+from service.http.docs import error_spec, form_operation
 from service.http.forms import check_query, parse_form
 from service.http.state import services_of
 from service.tokens.grants import TokenResponse
@@ -29,11 +23,6 @@ class TokenBody(msgspec.Struct, omit_defaults=True):
     expires_in: int
     scope: str
     refresh_token: str | None = None
-
-
-class OAuthErrorBody(msgspec.Struct):
-    error: str
-    error_description: str
 
 
 def token_body(result: TokenResponse) -> TokenBody:
@@ -67,38 +56,15 @@ TOKEN_FORM_SCHEMA = Schema(
 )
 
 
-def _error(description: str) -> ResponseSpec:
-    return ResponseSpec(
-        data_container=OAuthErrorBody, description=description, generate_examples=False
-    )
-
-
-ERROR_RESPONSES = {
-    400: _error(
-        "invalid_request, invalid_grant, invalid_scope, unauthorized_client or "
-        "unsupported_grant_type (RFC 6749 section 5.2)"
-    ),
-    401: _error("invalid_client, with WWW-Authenticate: Basic"),
-    413: _error("the body is larger than 64 KiB"),
-    429: _error("too many failed logins; see Retry-After"),
-    503: _error("temporarily_unavailable; see Retry-After"),
+# The error answers of /token and /refresh.
+GRANT_ERRORS = {
+    400: "invalid_request, invalid_grant, invalid_scope, unauthorized_client or "
+    "unsupported_grant_type (RFC 6749 section 5.2)",
+    401: "invalid_client, with WWW-Authenticate: Basic",
+    413: "the body is larger than 64 KiB",
+    429: "too many failed logins; see Retry-After",
+    503: "temporarily_unavailable; see Retry-After",
 }
-
-
-def form_operation(schema: Schema, description: str, *, json_too: bool = False) -> type[Operation]:
-    """An Operation class that documents a body the handler parses itself (the
-    strict parser must see repeated parameters, which a decoded struct cannot)."""
-    content = {"application/x-www-form-urlencoded": OpenAPIMediaType(schema=schema)}
-    if json_too:
-        content["application/json"] = OpenAPIMediaType(schema=schema)
-    body = RequestBody(required=True, description=description, content=content)
-
-    @dataclass
-    class FormOperation(Operation):
-        def __post_init__(self) -> None:
-            self.request_body = body
-
-    return FormOperation
 
 
 @post(
@@ -107,21 +73,19 @@ def form_operation(schema: Schema, description: str, *, json_too: bool = False) 
     status_code=200,
     tags=["oauth"],
     security=[{"client_secret_basic": []}, {}],
-    responses=ERROR_RESPONSES,
+    responses={status: error_spec(text) for status, text in GRANT_ERRORS.items()},
     operation_id="token",
     description="Grants: password (first-party clients only, enabled per client), "
     "client_credentials, refresh_token.",
     operation_class=form_operation(TOKEN_FORM_SCHEMA, "form-encoded token request"),
 )
-async def token(request: Request[Any, Any, Any]) -> Response[TokenBody]:
+async def token(request: Request[Any, Any, Any]) -> TokenBody:
     check_query(request.query_params)
     form = parse_form(await request.body(), request.headers.get("content-type"))
-    return await grant_response(request, form)
+    return await grant(request, form)
 
 
-async def grant_response(
-    request: Request[Any, Any, Any], form: dict[str, str]
-) -> Response[TokenBody]:
+async def grant(request: Request[Any, Any, Any], form: dict[str, str]) -> TokenBody:
     """The token endpoint's answer to a parsed request; /refresh shares it."""
     services = services_of(request)
     credentials = presented_credentials(
@@ -132,4 +96,4 @@ async def grant_response(
         result = await services.tokens.refresh(form, credentials, caller)
     else:
         result = await services.tokens.token(form, credentials, caller)
-    return Response(token_body(result), status_code=200)
+    return token_body(result)

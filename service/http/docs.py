@@ -1,0 +1,68 @@
+"""Pieces of the OpenAPI document shared by the OAuth endpoints: the error body,
+request bodies the handlers parse themselves, and the operations of the two
+plain ASGI endpoints (service/http/raw.py), which Litestar cannot describe."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import msgspec
+from litestar.openapi.datastructures import ResponseSpec
+from litestar.openapi.spec import (
+    OpenAPIMediaType,
+    OpenAPIResponse,
+    Operation,
+    Reference,
+    RequestBody,
+    Schema,
+)
+
+FORM = "application/x-www-form-urlencoded"
+JSON = "application/json"
+FULFILLED = "Request fulfilled, document follows"  # Litestar's wording for a 200
+
+
+class OAuthErrorBody(msgspec.Struct):
+    error: str
+    error_description: str
+
+
+def error_spec(description: str) -> ResponseSpec:
+    """An error answer, for a declared handler's `responses`."""
+    return ResponseSpec(
+        data_container=OAuthErrorBody, description=description, generate_examples=False
+    )
+
+
+def component(name: str) -> OpenAPIMediaType:
+    """JSON of a schema that declared handlers put in the components."""
+    return OpenAPIMediaType(schema=Reference(ref=f"#/components/schemas/{name}"))
+
+
+def error_responses(descriptions: Mapping[int, str]) -> dict[str, OpenAPIResponse]:
+    """Error answers, for a hand-made Operation."""
+    return {
+        str(status): OpenAPIResponse(description=text, content={JSON: component("OAuthErrorBody")})
+        for status, text in descriptions.items()
+    }
+
+
+def form_body(schema: Schema, description: str, *, json_too: bool = False) -> RequestBody:
+    content = {FORM: OpenAPIMediaType(schema=schema)}
+    if json_too:
+        content[JSON] = OpenAPIMediaType(schema=schema)
+    return RequestBody(required=True, description=description, content=content)
+
+
+def form_operation(schema: Schema, description: str) -> type[Operation]:
+    """An Operation class that documents a body the handler parses itself (the
+    strict parser must see repeated parameters, which a decoded struct cannot)."""
+    body = form_body(schema, description)
+
+    @dataclass
+    class FormOperation(Operation):
+        def __post_init__(self) -> None:
+            self.request_body = body
+
+    return FormOperation

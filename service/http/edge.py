@@ -1,0 +1,153 @@
+"""The edge: what every HTTP request goes through once, around everything else.
+
+One layer (one wrapped `send`) instead of a middleware per concern, because
+these run on every request of the hot paths:
+
+- the request id: a caller's `X-Request-ID` when it is well-formed, else a new
+  one; echoed in the answer and in every log line of the request;
+- CONTRACT section 3: a request that cannot get its answer from the database
+  within ROTOR_DB_TIMEOUT answers 503 with Retry-After; the bound is for the
+  whole request;
+- CONTRACT section 3: `Cache-Control: no-store` and `Pragma: no-cache` on every
+  answer of the OAuth endpoints, including the ones made before routing (405);
+- requests by route template and status, and their latency (Prometheus);
+- one access line per request: method, path, status, duration; never a query
+  string, a header value or a body.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import re
+import secrets
+import time
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+import msgspec
+
+from service.deadline import request_deadline
+from service.observability.logs import log_access, request_id
+from service.observability.metrics import HTTP_METRICS
+
+NO_STORE_PATHS = frozenset({"/token", "/refresh", "/introspect", "/revoke"})
+NO_STORE_HEADERS = ((b"cache-control", b"no-store"), (b"pragma", b"no-cache"))
+_CACHE_HEADERS = frozenset({b"cache-control", b"pragma"})
+# Served from memory: no database deadline needed.
+NO_DEADLINE_PATHS = frozenset(
+    {
+        "/health/live",
+        "/.well-known/jwks.json",
+        "/.well-known/oauth-authorization-server",
+        "/metrics",
+    }
+)
+# Not counted in the request metrics: scrapes and probes would drown the rest.
+UNMEASURED_PATHS = frozenset({"/metrics", "/health/live", "/health/ready"})
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
+
+# Plain ASGI, as the server speaks it (the edge sits outside Litestar's types).
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Any, Any, Any], Awaitable[None]]
+
+
+class RequestIds:
+    """Unique request ids without a system call each: a random per-process
+    prefix and a counter (32 hex characters, as a UUID's hex)."""
+
+    def __init__(self) -> None:
+        self._prefix = secrets.token_hex(8)
+        self._counter = itertools.count(1)
+
+    def __call__(self) -> str:
+        return f"{self._prefix}{next(self._counter):016x}"
+
+
+class Edge:
+    def __init__(self, app: ASGIApp, *, deadline: float) -> None:
+        self._app = app
+        self._deadline = deadline
+        self._retry_after = str(max(1, round(deadline))).encode()
+        self._ids = RequestIds()
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self._app(scope, receive, send)
+            return
+        path: str = scope["path"]
+        rid = _presented_id(scope) or self._ids()
+        rid_header = (b"x-request-id", rid.encode())
+        no_store = path in NO_STORE_PATHS
+        status = 0
+        context = request_id.set(rid)
+        started = time.perf_counter()
+
+        async def edge_send(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                headers = list(message.get("headers") or ())
+                if no_store:
+                    headers = [h for h in headers if h[0].lower() not in _CACHE_HEADERS]
+                    headers.extend(NO_STORE_HEADERS)
+                headers.append(rid_header)
+                message["headers"] = headers
+            await send(message)
+
+        try:
+            if path in NO_DEADLINE_PATHS:
+                await self._app(scope, receive, edge_send)
+            else:
+                try:
+                    async with asyncio.timeout(self._deadline) as deadline:
+                        token = request_deadline.set(deadline)
+                        try:
+                            await self._app(scope, receive, edge_send)
+                        finally:
+                            request_deadline.reset(token)
+                except TimeoutError:
+                    if status:
+                        raise  # the answer has begun: nothing sensible to add
+                    await self._unavailable(edge_send)
+        finally:
+            seconds = time.perf_counter() - started
+            answered = status or 500
+            template = scope.get("path_template")
+            if template is not None and path not in UNMEASURED_PATHS:
+                HTTP_METRICS.observe(scope["method"], template, answered, seconds)
+            log_access(scope["method"], path, answered, seconds)
+            request_id.reset(context)
+
+    async def _unavailable(self, send: Send) -> None:
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 503,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(_UNAVAILABLE_BODY)).encode()),
+                    (b"retry-after", self._retry_after),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": _UNAVAILABLE_BODY})
+
+
+_UNAVAILABLE_BODY = msgspec.json.encode(
+    {
+        "error": "temporarily_unavailable",
+        "error_description": "the database did not answer in time",
+    }
+)
+
+
+def _presented_id(scope: Scope) -> str | None:
+    headers: Any = scope.get("headers", ())
+    for key, value in headers:
+        if key == b"x-request-id":
+            presented = value.decode("latin-1")
+            return presented if _REQUEST_ID.fullmatch(presented) else None
+    return None
