@@ -96,7 +96,7 @@ class TokenService:
         ):
             raise UnauthorizedClient(f"this client may not use the {grant_type} grant")
         response = await grant(client, form, grant_type, caller)
-        metrics.TOKENS_ISSUED.labels(grant_type).inc()
+        metrics.child(metrics.TOKENS_ISSUED, grant_type).inc()
         return response
 
     async def refresh(

@@ -85,7 +85,7 @@ async def prune(
         ("revoked_access_tokens", jtis),
         ("login_failures", failures),
     ):
-        metrics.PRUNED.labels(table).inc(count)
+        metrics.child(metrics.PRUNED, table).inc(count)
     return PruneReport(families, jtis, failures, keys)
 
 

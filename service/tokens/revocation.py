@@ -70,7 +70,7 @@ async def revoke_families(
         caller.user_agent if caller else None,
         subject,
     )
-    metrics.FAMILIES_REVOKED.labels(reason).inc(count)
+    metrics.child(metrics.FAMILIES_REVOKED, reason).inc(count)
     return count
 
 

@@ -277,7 +277,7 @@ class RotationService:
             detail,
         )
         metrics.REUSE_DETECTED.inc()
-        metrics.FAMILIES_REVOKED.labels("reuse_detected").inc(newly_revoked)
+        metrics.child(metrics.FAMILIES_REVOKED, "reuse_detected").inc(newly_revoked)
         log.warning(
             "refresh token reuse detected; family revoked",
             extra={"family_id": str(row["family_id"]), "generation": row["generation"]},
