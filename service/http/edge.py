@@ -18,7 +18,6 @@ these run on every request of the hot paths:
 from __future__ import annotations
 
 import asyncio
-import itertools
 import re
 import secrets
 import time
@@ -54,31 +53,20 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Any, Any, Any], Awaitable[None]]
 
 
-class RequestIds:
-    """Unique request ids without a system call each: a random per-process
-    prefix and a counter (32 hex characters, as a UUID's hex)."""
-
-    def __init__(self) -> None:
-        self._prefix = secrets.token_hex(8)
-        self._counter = itertools.count(1)
-
-    def __call__(self) -> str:
-        return f"{self._prefix}{next(self._counter):016x}"
-
-
 class Edge:
     def __init__(self, app: ASGIApp, *, deadline: float) -> None:
         self._app = app
         self._deadline = deadline
         self._retry_after = str(max(1, round(deadline))).encode()
-        self._ids = RequestIds()
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             await self._app(scope, receive, send)
             return
         path: str = scope["path"]
-        rid = _presented_id(scope) or self._ids()
+        # A new id is random (not a counter, which would tell any caller how
+        # busy the service is), 32 hex characters like a UUID's.
+        rid = _presented_id(scope) or secrets.token_hex(16)
         rid_header = (b"x-request-id", rid.encode())
         no_store = path in NO_STORE_PATHS
         status = 0
