@@ -269,9 +269,12 @@ class Run:
             scenarios["introspect"] = self.introspect(server, url, "introspect", report)
             scenarios["client_credentials"] = self.token(server, "client_credentials")
             scenarios["password"] = self.token(server, "password")
+            # Tokens for the flooded run: enough for the solo rate or the warm-up's
+            # estimate, whichever is higher (a 1-s smoke run starts cold, so
+            # its solo rate understates a warmed server and wrk would wrap).
             solo = scenarios["refresh"].result.response_rps
             scenarios["refresh_flood"] = self.refresh(
-                server, url, "refresh_flood", solo, flood=self.flood(server)
+                server, url, "refresh_flood", max(solo, expected), flood=self.flood(server)
             )
             scenarios["introspect_flood"] = self.introspect(
                 server, url, "introspect_flood", report, self.flood(server)
