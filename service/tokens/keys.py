@@ -77,6 +77,9 @@ class KeyStore:
 
     def __init__(self, box: SecretBox) -> None:
         self._box = box
+        # A kid's key material never changes: opened and imported once, not at
+        # every reload (an import validates the key, the costly part).
+        self._opened: dict[str, SigningKey] = {}
 
     async def create(self, connection: Connection, alg: str, state: str) -> str:
         key = generate_key(alg)
@@ -128,8 +131,7 @@ class KeyStore:
         for row in rows:
             # Next keys verify too: another process may have promoted one already;
             # whether a key may sign right now is read from the database per token.
-            private = self._box.open(row["private_box"], row["kid"].encode())
-            key = SigningKey(row["kid"], row["alg"], import_key(msgspec.json.decode(private)))
+            key = self._opened.get(row["kid"]) or self._open(row)
             verifying[key.kid] = key
             if row["state"] == "active":
                 active = key
@@ -137,7 +139,12 @@ class KeyStore:
             raise RuntimeError("no active signing key; run `rotor migrate` and start the service")
         jwks = msgspec.json.encode({"keys": [row["public_jwk"] for row in rows]})
         fingerprint = tuple((row["kid"], row["state"]) for row in rows)
+        self._opened = dict(verifying)  # keys that left the ring are forgotten
         return KeyRingState(active, verifying, jwks, fingerprint)
+
+    def _open(self, row: Any) -> SigningKey:
+        private = self._box.open(row["private_box"], row["kid"].encode())
+        return SigningKey(row["kid"], row["alg"], import_key(msgspec.json.decode(private)))
 
 
 class KeyRing:
