@@ -10,6 +10,8 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,6 +26,7 @@ from litestar.testing import AsyncTestClient
 
 from service.accounts.clients import ClientStore
 from service.accounts.users import UserStore
+from service.app import create_app
 from service.config import Settings
 
 PASSWORD = "correct horse battery staple"
@@ -233,3 +236,46 @@ class Ops:
 async def operator(rotor: Rotor) -> Ops:
     client = await rotor.client(grants=["client_credentials"], scopes=[], admin=True, name="ops")
     return Ops(client, await client_token(rotor, client))
+
+
+PEER_IP = "203.0.113.9"
+
+
+@asynccontextmanager
+async def serve_in_loop(
+    settings: Settings,
+    db: asyncpg.Connection,
+    *,
+    stats: dict[str, int] | None = None,
+    **changes: Any,
+) -> AsyncIterator[Rotor]:
+    """The app served in this event loop (truly concurrent requests) to a client
+    at PEER_IP; with `stats`, the most requests in flight at once is measured."""
+    configured = settings.with_overrides(**changes) if changes else settings
+    app = create_app(configured)
+    asgi = app if stats is None else in_flight_counter(app, stats)
+    transport = httpx.ASGITransport(app=asgi, client=(PEER_IP, 50000))
+    async with (
+        app.lifespan(),
+        httpx.AsyncClient(
+            transport=transport, base_url="http://testserver.local", timeout=30
+        ) as http,
+    ):
+        yield Rotor(http, configured, db)  # type: ignore[arg-type]
+
+
+def in_flight_counter(app: Any, stats: dict[str, int]) -> Any:
+    """Wraps the ASGI app to measure how many requests were in flight at once."""
+
+    async def wrapped(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await app(scope, receive, send)
+            return
+        stats["now"] += 1
+        stats["max"] = max(stats["max"], stats["now"])
+        try:
+            await app(scope, receive, send)
+        finally:
+            stats["now"] -= 1
+
+    return wrapped

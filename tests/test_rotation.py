@@ -23,8 +23,6 @@ import json
 import secrets
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -33,11 +31,8 @@ from urllib.parse import urlencode
 import asyncpg
 import httpx
 
-from service.app import create_app
-from service.config import Settings
-from tests.helpers import RegisteredClient, Rotor, basic
+from tests.helpers import PEER_IP, RegisteredClient, Rotor, basic, serve_in_loop
 
-PEER_IP = "203.0.113.9"
 USER_AGENT = "rotor-tests/1.0 (replay check)"
 TOKEN_BODY_KEYS = {"access_token", "token_type", "expires_in", "refresh_token", "scope"}
 ERROR_BODY_KEYS = {"error", "error_description"}
@@ -49,46 +44,6 @@ VIAS = ("refresh-json", "refresh-form", "token-form")
 
 def fingerprint(token: str) -> bytes:
     return hashlib.sha256(token.encode()).digest()
-
-
-@asynccontextmanager
-async def serve(
-    settings: Settings,
-    db: asyncpg.Connection,
-    *,
-    stats: dict[str, int] | None = None,
-    **changes: Any,
-) -> AsyncIterator[Rotor]:
-    """The app served in this event loop (truly concurrent requests) to a client
-    at PEER_IP; with `stats`, the most requests in flight at once is measured."""
-    configured = settings.with_overrides(**changes) if changes else settings
-    app = create_app(configured)
-    asgi = app if stats is None else in_flight_counter(app, stats)
-    transport = httpx.ASGITransport(app=asgi, client=(PEER_IP, 50000))
-    async with (
-        app.lifespan(),
-        httpx.AsyncClient(
-            transport=transport, base_url="http://testserver.local", timeout=30
-        ) as http,
-    ):
-        yield Rotor(http, configured, db)  # type: ignore[arg-type]
-
-
-def in_flight_counter(app: Any, stats: dict[str, int]) -> Any:
-    """Wraps the ASGI app to measure how many requests were in flight at once."""
-
-    async def wrapped(scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            await app(scope, receive, send)
-            return
-        stats["now"] += 1
-        stats["max"] = max(stats["max"], stats["now"])
-        try:
-            await app(scope, receive, send)
-        finally:
-            stats["now"] -= 1
-
-    return wrapped
 
 
 @dataclass
@@ -325,7 +280,7 @@ async def test_a_chain_of_rotations_links_each_generation_to_its_parent(rotor: R
 
 
 async def test_rotation_never_reaches_past_the_family_limit(settings, db):
-    async with serve(settings, db, family_max_ttl=120, refresh_idle_ttl=3600) as rotor:
+    async with serve_in_loop(settings, db, family_max_ttl=120, refresh_idle_ttl=3600) as rotor:
         for via in VIAS:
             session = await begin(rotor)
             limit = (await family(db, session.family_id))["expires_at"]
@@ -391,7 +346,7 @@ async def test_refresh_and_token_endpoint_answer_alike(rotor: Rotor):
 
 async def test_replaying_a_spent_token_revokes_the_family(settings, db):
     replayed: list[tuple[str, Session, str]] = []
-    async with serve(settings, db) as rotor:
+    async with serve_in_loop(settings, db) as rotor:
         for via in VIAS:
             session = await begin(rotor)
             latest = assert_tokens(await present(rotor, via, session.token, session.client))
@@ -423,7 +378,7 @@ async def test_replaying_a_spent_token_revokes_the_family(settings, db):
             assert event["user_id"] == session.user_id
             assert event["client_id"] == session.client.client_id
 
-    async with serve(settings, db) as rotor:
+    async with serve_in_loop(settings, db) as rotor:
         for via, session, latest_token in replayed:
             # The family's latest token fails too, and nothing new is issued.
             answer = await present(rotor, via, latest_token, session.client)
@@ -506,7 +461,7 @@ async def test_replay_of_a_spent_token_in_a_revoked_family_keeps_the_first_reaso
 
 
 async def test_grace_retry_gets_the_same_successor(settings, db):
-    async with serve(settings, db, reuse_grace=30) as rotor:
+    async with serve_in_loop(settings, db, reuse_grace=30) as rotor:
         for via in VIAS:
             before = await db.fetchval("SELECT count(*) FROM refresh_tokens")
             session = await begin(rotor)
@@ -532,7 +487,7 @@ async def test_grace_retry_gets_the_same_successor(settings, db):
 
 
 async def test_grace_retry_may_narrow_but_not_widen(settings, db):
-    async with serve(settings, db, reuse_grace=30) as rotor:
+    async with serve_in_loop(settings, db, reuse_grace=30) as rotor:
         session = await begin(rotor)
         first = assert_tokens(await present(rotor, "refresh-json", session.token, session.client))
         narrow = await present(rotor, "refresh-json", session.token, session.client, scope="read")
@@ -546,7 +501,7 @@ async def test_grace_retry_may_narrow_but_not_widen(settings, db):
 
 
 async def test_grace_window_edge(settings, db):
-    async with serve(settings, db, reuse_grace=30) as rotor:
+    async with serve_in_loop(settings, db, reuse_grace=30) as rotor:
         session = await begin(rotor)
         first = assert_tokens(await present(rotor, "refresh-json", session.token, session.client))
         await db.execute(
@@ -570,7 +525,7 @@ async def test_grace_window_edge(settings, db):
 
 
 async def test_grace_retry_outside_the_window_is_reuse(settings, db):
-    async with serve(settings, db, reuse_grace=30) as rotor:
+    async with serve_in_loop(settings, db, reuse_grace=30) as rotor:
         for via in VIAS:
             session = await begin(rotor)
             first = assert_tokens(await present(rotor, via, session.token, session.client))
@@ -596,7 +551,7 @@ async def test_grace_retry_outside_the_window_is_reuse(settings, db):
 
 
 async def test_grace_does_not_cover_an_older_ancestor(settings, db):
-    async with serve(settings, db, reuse_grace=30) as rotor:
+    async with serve_in_loop(settings, db, reuse_grace=30) as rotor:
         for via in VIAS:
             session = await begin(rotor)
             issued = [session.token]
@@ -614,7 +569,7 @@ async def test_grace_does_not_cover_an_older_ancestor(settings, db):
 
 
 async def test_grace_retry_after_the_successor_was_rotated_is_reuse(settings, db):
-    async with serve(settings, db, reuse_grace=30) as rotor:
+    async with serve_in_loop(settings, db, reuse_grace=30) as rotor:
         for via in VIAS:
             session = await begin(rotor)
             second = assert_tokens(await present(rotor, via, session.token, session.client))
@@ -635,7 +590,7 @@ async def test_grace_retry_after_the_successor_was_rotated_is_reuse(settings, db
 
 
 async def test_grace_retry_by_another_client_changes_nothing(settings, db):
-    async with serve(settings, db, reuse_grace=30) as rotor:
+    async with serve_in_loop(settings, db, reuse_grace=30) as rotor:
         session = await begin(rotor)
         first = assert_tokens(await present(rotor, "refresh-json", session.token, session.client))
         other = await rotor.client(name="other")
@@ -649,7 +604,7 @@ async def test_grace_retry_by_another_client_changes_nothing(settings, db):
 
 
 async def test_grace_store_holds_no_usable_successor(settings, db):
-    async with serve(settings, db, reuse_grace=30) as rotor:
+    async with serve_in_loop(settings, db, reuse_grace=30) as rotor:
         session = await begin(rotor)
         successor = assert_tokens(
             await present(rotor, "refresh-json", session.token, session.client)
@@ -1008,7 +963,7 @@ async def race(
 async def test_concurrent_refreshes_rotate_exactly_once_grace_0(settings, db):
     tallies = []
     stats = {"now": 0, "max": 0}
-    async with serve(settings, db, stats=stats, reuse_grace=0, db_pool_size=10) as rotor:
+    async with serve_in_loop(settings, db, stats=stats, reuse_grace=0, db_pool_size=10) as rotor:
         client = await rotor.client()
         for index in range(ROUNDS):
             session = await begin(rotor, username=f"racer{index}", client=client)
@@ -1036,7 +991,7 @@ async def test_concurrent_refreshes_rotate_exactly_once_grace_0(settings, db):
 async def test_concurrent_refreshes_share_one_successor_with_grace(settings, db):
     tallies = []
     stats = {"now": 0, "max": 0}
-    async with serve(settings, db, stats=stats, reuse_grace=30, db_pool_size=10) as rotor:
+    async with serve_in_loop(settings, db, stats=stats, reuse_grace=30, db_pool_size=10) as rotor:
         client = await rotor.client()
         for index in range(ROUNDS):
             session = await begin(rotor, username=f"racer{index}", client=client)

@@ -56,13 +56,11 @@ def _token(form: dict[str, str]) -> str:
 
 async def introspect(request: Request[Any, Any, Any]) -> dict[str, Any]:
     services = services_of(request)
-    body = await read_body(request)
-    async with services.database.connection():  # one connection for the whole request
-        client, form = await _authenticated_form(request, services, body)
-        if not client.can_introspect or client.public:
-            # CONTRACT 3.4: only clients allowed to introspect; anyone else gets 401.
-            raise InvalidClient("this client may not introspect tokens")
-        return await services.introspection.introspect(_token(form), form.get("token_type_hint"))
+    client, form = await _authenticated_form(request, services, await read_body(request))
+    if not client.can_introspect or client.public:
+        # CONTRACT 3.4: only clients allowed to introspect; anyone else gets 401.
+        raise InvalidClient("this client may not introspect tokens")
+    return await services.introspection.introspect(_token(form), form.get("token_type_hint"))
 
 
 introspect_endpoint = post_endpoint("/introspect", introspect, name="introspect")
