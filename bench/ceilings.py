@@ -90,16 +90,17 @@ class DatabaseCeiling:
 
 
 def pgbench_script(client_id: str, idle_ttl: int) -> str:
-    """ROTATE_SQL with its parameters bound to pgbench variables and constants:
-    the presented token is the hash of a per-client counter, its successor the
-    hash of the counter plus an offset; no grace box, no scope narrowing."""
+    """ROTATE_SQL with its parameters bound to pgbench variables and constants,
+    one rotation per statement (a batch of one): the presented token is the
+    hash of a per-client counter, its successor the hash of the counter plus
+    an offset; no grace box, no scope narrowing."""
     values = {
-        1: "sha256(int8send(:i))",
-        2: f"'{uuid.UUID(client_id)}'::uuid",
-        3: "NULL::bytea",
-        4: "sha256(int8send(:s))",
-        5: str(idle_ttl),
-        6: "NULL",
+        1: "ARRAY[sha256(int8send(:i))]",
+        2: f"ARRAY['{uuid.UUID(client_id)}'::uuid]",
+        3: "ARRAY[NULL::bytea]",
+        4: "ARRAY[sha256(int8send(:s))]",
+        5: "ARRAY[NULL::text]",
+        6: str(idle_ttl),
     }
 
     def bind(match: re.Match[str]) -> str:

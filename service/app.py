@@ -115,7 +115,7 @@ def build_services(settings: Settings, database: Database) -> Services:
     )
     tokens = TokenService(
         database=database,
-        clients=ClientCache(clients, settings.client_cache_ttl),
+        clients=ClientCache(clients, database, settings.client_cache_ttl),
         users=users,
         hasher=hasher,
         throttle=LoginThrottle(settings.login_max_failures, settings.login_window),

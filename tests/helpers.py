@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import os
 import socket
 import subprocess
@@ -279,3 +280,14 @@ def in_flight_counter(app: Any, stats: dict[str, int]) -> Any:
             stats["now"] -= 1
 
     return wrapped
+
+
+def unb64u(segment: str) -> bytes:
+    """base64url without padding, as JOSE writes it."""
+    return base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
+
+
+def claims_of(token: str) -> dict[str, Any]:
+    """A JWT's payload as sent (unverified: for comparing with what Rotor says)."""
+    claims: dict[str, Any] = json.loads(unb64u(token.split(".")[1]))
+    return claims

@@ -28,7 +28,16 @@ from litestar.testing import AsyncTestClient
 from service.app import create_app
 from service.config import Settings
 from service.tokens.access import AccessTokenIssuer
-from tests.helpers import PASSWORD, Ops, RegisteredClient, Rotor, client_token, operator
+from tests.helpers import (
+    PASSWORD,
+    Ops,
+    RegisteredClient,
+    Rotor,
+    claims_of,
+    client_token,
+    operator,
+    unb64u,
+)
 
 ZERO_ID = "00000000-0000-0000-0000-000000000000"
 USER_KEYS = {"id", "username", "disabled", "created_at"}
@@ -66,21 +75,12 @@ class Session:
     family_id: str
 
 
-def b64decode(segment: str) -> bytes:
-    return base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
-
-
 def b64encode(raw: bytes) -> str:
     return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
 
 
-def claims_of(token: str) -> dict[str, Any]:
-    payload: dict[str, Any] = json.loads(b64decode(token.split(".")[1]))
-    return payload
-
-
 def header_of(token: str) -> dict[str, Any]:
-    header: dict[str, Any] = json.loads(b64decode(token.split(".")[0]))
+    header: dict[str, Any] = json.loads(unb64u(token.split(".")[0]))
     return header
 
 
@@ -290,7 +290,7 @@ async def test_guard_refuses_a_token_of_a_revoked_family(rotor: Rotor) -> None:
 
 async def test_guard_refuses_a_token_with_flipped_signature_bits(rotor: Rotor, ops: Ops) -> None:
     head, payload, signature = ops.token.split(".")
-    raw = bytearray(b64decode(signature))
+    raw = bytearray(unb64u(signature))
     raw[0] ^= 0x01
     raw[-1] ^= 0x80
     forged = f"{head}.{payload}.{b64encode(bytes(raw))}"

@@ -45,7 +45,7 @@ from service.app import create_app
 from service.config import Settings
 from service.tokens.keys import KeyStore, SigningKey
 from service.tokens.secretbox import SecretBox
-from tests.helpers import RegisteredClient, Rotor
+from tests.helpers import RegisteredClient, Rotor, claims_of, unb64u
 
 INACTIVE = {"active": False}
 ISSUER = "http://localhost:8000"
@@ -61,10 +61,6 @@ Answer = tuple[int, Any, str | None, str | None]
 
 def b64u(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-
-def unb64u(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
 def segment(value: dict[str, Any] | bytes) -> str:
@@ -93,11 +89,6 @@ def hs(secret: bytes, digest: Any) -> Signer:
 
 def no_signature(_: bytes) -> bytes:
     return b""
-
-
-def claims_of(token: str) -> dict[str, Any]:
-    decoded: dict[str, Any] = json.loads(unb64u(token.split(".")[1]))
-    return decoded
 
 
 def attacker_key() -> ec.EllipticCurvePrivateKey:

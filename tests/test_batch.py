@@ -4,6 +4,8 @@ introspections answered together: each answer is its own token's."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -13,7 +15,7 @@ import pytest
 from service.config import Settings
 from service.db.batch import Batcher
 from service.db.pool import Connection, Database
-from tests.helpers import Rotor, client_token, serve_in_loop
+from tests.helpers import Rotor, claims_of, client_token, serve_in_loop
 
 
 @pytest.fixture
@@ -150,6 +152,46 @@ async def test_concurrent_introspections_each_get_their_own_answer(
         assert {key: body.get(key) for key in want} == want, (token[:16], body)
         if want["active"] is False:
             assert body == {"active": False}
+
+
+async def test_concurrent_rotations_of_many_families_each_get_their_own_successor(
+    settings: Settings, db: asyncpg.Connection
+) -> None:
+    """Twenty families rotated at once (and so in shared statements): every answer
+    carries a successor of the family its token belonged to, never another's."""
+    async with serve_in_loop(settings, db) as rotor:
+        app = await rotor.client()
+        presented: list[tuple[str, uuid.UUID]] = []
+        for n in range(20):
+            await rotor.user(f"user-{n}")
+            token = (await rotor.login(app, username=f"user-{n}")).json()["refresh_token"]
+            presented.append((token, await family_of(db, token)))
+
+        answers = await asyncio.gather(
+            *(
+                rotor.http.post("/refresh", json={"refresh_token": token}, headers=app.auth)
+                for token, _ in presented
+            )
+        )
+
+    for (_, family), answer in zip(presented, answers, strict=True):
+        assert answer.status_code == 200, answer.text
+        body = answer.json()
+        assert await family_of(db, body["refresh_token"]) == family
+        assert claims_of(body["access_token"])["sid"] == str(family)
+    generations = await db.fetch(
+        "SELECT family_id, max(generation) AS top, count(*) FILTER (WHERE spent_at IS NULL) AS live"
+        " FROM refresh_tokens GROUP BY family_id"
+    )
+    assert {(row["top"], row["live"]) for row in generations} == {(2, 1)}
+
+
+async def family_of(db: asyncpg.Connection, token: str) -> uuid.UUID:
+    family: uuid.UUID = await db.fetchval(
+        "SELECT family_id FROM refresh_tokens WHERE token_hash = $1",
+        hashlib.sha256(token.encode()).digest(),
+    )
+    return family
 
 
 async def revoke(rotor: Rotor, client: Any, token: str) -> Any:

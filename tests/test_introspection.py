@@ -31,7 +31,7 @@ from service.config import Settings
 from service.db.pool import DatabaseUnavailable
 from service.tokens.keys import KeyStore, SigningKey
 from service.tokens.secretbox import SecretBox
-from tests.helpers import RegisteredClient, Rotor, begin
+from tests.helpers import RegisteredClient, Rotor, begin, claims_of
 
 INACTIVE = {"active": False}
 FORM = "application/x-www-form-urlencoded"
@@ -106,13 +106,6 @@ def assert_error(response: httpx.Response, status: int, error: str) -> None:
     assert body["error"] == error
     assert isinstance(body["error_description"], str)
     assert_no_store(response)
-
-
-def claims_of(token: str) -> dict[str, Any]:
-    """The payload as sent (the tests compare it with what introspection says)."""
-    segment = token.split(".")[1]
-    decoded: dict[str, Any] = json.loads(base64.urlsafe_b64decode(segment + "=="))
-    return decoded
 
 
 async def refresh(rotor: Rotor, client: RegisteredClient, token: str) -> httpx.Response:

@@ -14,7 +14,6 @@ import subprocess
 import sys
 import uuid
 from pathlib import Path
-from typing import Any
 
 import asyncpg
 import pytest
@@ -22,7 +21,7 @@ import pytest
 from service.db.pool import Database
 from service.tokens.pruning import Pruner, PruneReport, prune
 from tests.conftest import TEST_SECRET
-from tests.helpers import RegisteredClient, Rotor
+from tests.helpers import RegisteredClient, Rotor, claims_of
 
 RETENTION = 3600
 LONG_AGO = RETENTION + 120  # dead for longer than the retention period
@@ -33,15 +32,6 @@ PRUNE_LOCK_ID = 7270710003  # the advisory lock every Rotor process prunes under
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def b64decode(segment: str) -> bytes:
-    return base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
-
-
-def claims_of(token: str) -> dict[str, Any]:
-    claims: dict[str, Any] = json.loads(b64decode(token.split(".")[1]))
-    return claims
 
 
 @pytest.fixture

@@ -20,7 +20,7 @@ from urllib.parse import unquote_plus
 
 import asyncpg
 
-from service.db.pool import Connection
+from service.db.pool import Connection, Database
 from service.errors import InvalidClient, InvalidRequest
 
 GRANT_TYPES = ("password", "client_credentials", "refresh_token")
@@ -150,18 +150,23 @@ class ClientCache:
     seconds instead of reading the row on every request. An edit made directly
     in SQL is seen within `ttl`; the admin guard always reads the row."""
 
-    def __init__(self, store: ClientStore, ttl: float, max_entries: int = 10_000) -> None:
+    def __init__(
+        self, store: ClientStore, database: Database, ttl: float, max_entries: int = 10_000
+    ) -> None:
         self._store = store
+        self._db = database
         self._ttl = ttl
         self._max_entries = max_entries
         self._entries: dict[uuid.UUID, tuple[float, Client]] = {}
 
-    async def get(self, connection: Connection, client_id: uuid.UUID) -> Client | None:
+    async def get(self, client_id: uuid.UUID) -> Client | None:
+        """The client, from memory while fresh (no connection taken), else its row."""
         now = time.monotonic()
         hit = self._entries.get(client_id)
         if hit is not None and hit[0] > now:
             return hit[1]
-        client = await self._store.get(connection, client_id)
+        async with self._db.connection() as connection:
+            client = await self._store.get(connection, client_id)
         if client is not None and self._ttl > 0:
             if len(self._entries) >= self._max_entries:
                 self._entries.clear()
@@ -169,16 +174,14 @@ class ClientCache:
         return client
 
 
-async def authenticate(
-    store: ClientStore | ClientCache, connection: Connection, credentials: Credentials
-) -> Client:
+async def authenticate(clients: ClientCache, credentials: Credentials) -> Client:
     if credentials.client_id is None:
         raise InvalidClient("client authentication required")
     try:
         client_uuid = uuid.UUID(credentials.client_id)
     except ValueError:
         raise InvalidClient() from None
-    client = await store.get(connection, client_uuid)
+    client = await clients.get(client_uuid)
     if client is None:
         raise InvalidClient()
     if client.public:

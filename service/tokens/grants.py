@@ -13,7 +13,6 @@ from service.accounts.clients import (
     PUBLIC_GRANTS,
     Client,
     ClientCache,
-    ClientStore,
     Credentials,
     authenticate,
 )
@@ -55,7 +54,7 @@ class TokenService:
         self,
         *,
         database: Database,
-        clients: ClientStore | ClientCache,
+        clients: ClientCache,
         users: UserStore,
         hasher: PasswordHasher,
         throttle: LoginThrottle,
@@ -78,8 +77,7 @@ class TokenService:
         }
 
     async def authenticate(self, credentials: Credentials) -> Client:
-        async with self._db.connection() as connection:
-            return await authenticate(self._clients, connection, credentials)
+        return await authenticate(self._clients, credentials)
 
     async def token(
         self, form: Mapping[str, str], credentials: Credentials, caller: Caller
@@ -102,10 +100,10 @@ class TokenService:
     async def refresh(
         self, form: Mapping[str, str], credentials: Credentials, caller: Caller
     ) -> TokenResponse:
-        """The hot path: one pooled connection for client authentication and rotation.
-        (Not for the password grant, which must not hold a connection while hashing.)"""
-        async with self._db.connection():
-            return await self.token(form, credentials, caller)
+        """The hot path. It holds no connection of its own: the client comes from
+        memory, and the rotation joins the others of the same moment
+        (RotationService); a connection is taken only for what needs one."""
+        return await self.token(form, credentials, caller)
 
     async def _client_credentials(
         self, client: Client, form: Mapping[str, str], _: str, __: Caller

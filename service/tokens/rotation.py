@@ -3,9 +3,10 @@
 How it is done in SQL, with the database's clock throughout:
 
 1. One compare-and-set statement (its own implicit transaction, one round
-   trip): spend the presented token if it is live, unexpired, issued to this
-   client, of a live family whose user is enabled and whose scope covers the
-   request, and insert its successor. Of any number of concurrent requests
+   trip, shared by the rotations of the same moment): spend the presented
+   token if it is live, unexpired, issued to this client, of a live family
+   whose user is enabled and whose scope covers the request, and insert its
+   successor. Of any number of concurrent requests
    with the same token, exactly one matches: the others wait for its row lock
    and then see `spent_at` set (READ COMMITTED re-checks the WHERE clause).
 2. Zero rows means "look closer" (one more statement): unknown, another
@@ -25,6 +26,7 @@ from dataclasses import dataclass
 import asyncpg
 
 from service.accounts.clients import Client
+from service.db.batch import Batcher
 from service.db.pool import Connection, Database
 from service.errors import InvalidGrant, InvalidRequest, InvalidScope
 from service.events import Caller
@@ -51,33 +53,55 @@ RETRYABLE = (
     _ChangedUnderfoot,
 )
 
+# The compare-and-set of step 1, for all the rotations of one moment together
+# (service/db/batch.py): one row per rotated token, `i` its request's position.
+# The same token twice in one batch matches once (a target row is updated by
+# one join row); the other request finds it spent, as it would a moment later.
 ROTATE_SQL = """
-WITH presented AS (
+WITH input AS (
+    SELECT * FROM unnest($1::bytea[], $2::uuid[], $3::bytea[], $4::bytea[], $5::text[])
+        WITH ORDINALITY AS q(token_hash, client_id, box, successor_hash, requested, i)
+), presented AS (
     UPDATE refresh_tokens t
-    SET spent_at = now(), successor_box = $3
-    FROM token_families f, users u
-    WHERE t.token_hash = $1
+    SET spent_at = now(), successor_box = q.box
+    FROM input q, token_families f, users u
+    WHERE t.token_hash = q.token_hash
       AND t.spent_at IS NULL
       AND t.expires_at > now()
       AND f.id = t.family_id
-      AND f.client_id = $2
+      AND f.client_id = q.client_id
       AND f.revoked_at IS NULL
       AND f.expires_at > now()
       AND u.id = f.user_id
       AND NOT u.disabled
-      AND ($6::text[] IS NULL OR string_to_array(f.scope, ' ') @> $6::text[])
-    RETURNING t.family_id, t.generation, f.user_id, f.scope, f.expires_at
+      AND (q.requested IS NULL
+           OR string_to_array(f.scope, ' ') @> string_to_array(q.requested, ' '))
+    RETURNING q.i, q.successor_hash, t.token_hash, t.family_id, t.generation,
+              f.user_id, f.scope, f.expires_at
 ), successor AS (
     INSERT INTO refresh_tokens (token_hash, family_id, parent_hash, generation, expires_at)
-    SELECT $4, family_id, $1, generation + 1,
-           least(now() + make_interval(secs => $5), expires_at)
+    SELECT successor_hash, family_id, token_hash, generation + 1,
+           least(now() + make_interval(secs => $6), expires_at)
     FROM presented
 ), touched AS (
     UPDATE token_families SET last_rotated_at = now()
-    WHERE id = (SELECT family_id FROM presented)
+    WHERE id IN (SELECT family_id FROM presented)
 )
-SELECT family_id, generation, user_id, scope FROM presented
+SELECT i, family_id, generation, user_id, scope FROM presented
 """
+
+
+@dataclass(frozen=True, slots=True)
+class Presented:
+    """One rotation to attempt: the presented token's hash, by whom, and its
+    successor (hash, and sealed for a grace retry when there is a window)."""
+
+    token_hash: bytes
+    client_id: uuid.UUID
+    box: bytes | None
+    successor_hash: bytes
+    requested: str | None
+
 
 INSPECT_SQL = """
 SELECT t.family_id, t.generation, t.successor_box,
@@ -147,6 +171,22 @@ class RotationService:
         self._issuer = issuer
         self._idle_ttl = idle_ttl
         self._grace = reuse_grace
+        self._rotations = Batcher(database, self._rotate_all)
+
+    async def _rotate_all(
+        self, connection: Connection, batch: list[Presented]
+    ) -> list[asyncpg.Record | None]:
+        rows = await connection.fetch(
+            ROTATE_SQL,
+            [p.token_hash for p in batch],
+            [p.client_id for p in batch],
+            [p.box for p in batch],
+            [p.successor_hash for p in batch],
+            [p.requested for p in batch],
+            self._idle_ttl,
+        )
+        by_position = {row["i"]: row for row in rows}
+        return [by_position.get(i) for i in range(1, len(batch) + 1)]
 
     async def refresh(
         self, client: Client, token: str | None, scope: str | None, caller: Caller
@@ -171,8 +211,7 @@ class RotationService:
     ) -> Rotated:
         for attempt in range(1, MAX_ATTEMPTS + 1):
             try:
-                async with self._db.connection() as connection:
-                    return await self._rotate(connection, client, token, requested, caller)
+                return await self._rotate(client, token, requested, caller)
             except RETRYABLE:
                 # Serialization failures and deadlocks between concurrent
                 # requests with the same token: retry, bounded; never a 500.
@@ -182,29 +221,24 @@ class RotationService:
         raise AssertionError("unreachable")
 
     async def _rotate(
-        self,
-        connection: Connection,
-        client: Client,
-        token: str,
-        requested: list[str] | None,
-        caller: Caller,
+        self, client: Client, token: str, requested: list[str] | None, caller: Caller
     ) -> Rotated:
         token_hash = token_fingerprint(token)
         successor = new_refresh_token()
         box = successor_box(token).seal(successor.encode(), token_hash) if self._grace > 0 else None
-        row = await connection.fetchrow(
-            ROTATE_SQL,
+        presented = Presented(
             token_hash,
             client.id,
             box,
             token_fingerprint(successor),
-            self._idle_ttl,
-            requested,
+            None if requested is None else " ".join(requested),
         )
+        row = await self._rotations.get(presented)
         if row is not None:
             metrics.ROTATIONS.inc()
             return Rotated(row["family_id"], row["user_id"], successor, row["scope"])
-        return await self._look_closer(connection, client, token, token_hash, requested, caller)
+        async with self._db.connection() as connection:
+            return await self._look_closer(connection, client, token, token_hash, requested, caller)
 
     async def _look_closer(
         self,
