@@ -63,6 +63,30 @@ async def test_lookups_of_different_moments_are_different_batches(database: Data
     assert load.batches == [[3], [4]]
 
 
+async def test_lookups_made_while_a_batch_runs_go_together_next(database: Database) -> None:
+    """At most one statement in flight: what arrives meanwhile waits and goes as
+    one batch (group commit), not one statement each."""
+    load = Squares()
+    slow = Squares()
+
+    async def first_slow(connection: Connection, keys: list[int]) -> list[int]:
+        if not slow.batches:
+            await connection.execute("SELECT pg_sleep(0.2)")
+            return await slow(connection, keys)
+        return await load(connection, keys)
+
+    batcher = Batcher(database, first_slow)
+    first = asyncio.ensure_future(batcher.get(1))
+    await asyncio.sleep(0.05)  # the first batch is in the database now
+    later = [asyncio.ensure_future(batcher.get(k)) for k in (2, 3, 4)]
+    await asyncio.sleep(0)
+    more = [asyncio.ensure_future(batcher.get(k)) for k in (5, 6)]
+
+    assert await asyncio.gather(first, *later, *more) == [1, 4, 9, 16, 25, 36]
+    assert slow.batches == [[1]]
+    assert load.batches == [[2, 3, 4, 5, 6]]
+
+
 async def test_a_large_moment_is_split_at_the_batch_size(database: Database) -> None:
     load = Squares()
     batcher = Batcher(database, load, max_size=4)
