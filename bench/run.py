@@ -376,6 +376,7 @@ class Run:
         report = Report(self.settings_summary(), framework, hashing, database)
         report.notes = self.notes
         self.rotor(report)
+        report.framework_after = self.framework_ceiling()
         if self.stores.scale is not None:
             self.scale(report)
         return report
