@@ -1,6 +1,7 @@
-"""Pieces of the OpenAPI document shared by the OAuth endpoints: the error body,
-request bodies the handlers parse themselves, and the operations of the two
-plain ASGI endpoints (service/http/raw.py), which Litestar cannot describe."""
+"""Pieces of the OpenAPI document shared by the OAuth endpoints: the error body
+and request bodies the handlers parse themselves, for the declared handlers and
+for the operations written out for the two plain ASGI endpoints
+(service/http/raw.py), which Litestar cannot describe."""
 
 from __future__ import annotations
 

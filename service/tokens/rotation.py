@@ -6,9 +6,10 @@ How it is done in SQL, with the database's clock throughout:
    trip, shared by the rotations of the same moment): spend the presented
    token if it is live, unexpired, issued to this client, of a live family
    whose user is enabled and whose scope covers the request, and insert its
-   successor. Of any number of concurrent requests
-   with the same token, exactly one matches: the others wait for its row lock
-   and then see `spent_at` set (READ COMMITTED re-checks the WHERE clause).
+   successor. Of any number of concurrent requests with the same token,
+   exactly one matches: in another statement, the others wait for its row
+   lock and then see `spent_at` set (READ COMMITTED re-checks the WHERE
+   clause); in the same statement, the row is updated by one of them only.
 2. Zero rows means "look closer" (one more statement): unknown, another
    client's, expired, revoked, narrower scope refused, a retry within the
    grace window, or reuse.
