@@ -17,11 +17,13 @@ from urllib.parse import urlencode
 
 import asyncpg
 import httpx
+import jwt as pyjwt
 import pytest
 from argon2 import PasswordHasher as Argon2
 from joserfc import jwt
 from joserfc.errors import BadSignatureError
 from joserfc.jwk import ECKey, KeySet
+from jwt import PyJWKSet
 from litestar import Request
 from litestar.exceptions.http_exceptions import ClientException, RequestEntityTooLarge
 from litestar.testing import AsyncTestClient
@@ -256,6 +258,47 @@ async def test_other_signing_algorithms_verify_with_the_jwks(
     assert [key["alg"] for key in jwks["keys"]] == [alg, alg]
     assert verified.claims["iss"] == settings.issuer
     assert verified.claims["exp"] == verified.claims["iat"] + settings.access_token_ttl
+
+
+@pytest.mark.parametrize("alg", ["ES256", "EdDSA", "RS256"])
+async def test_access_tokens_verify_with_another_jose_library(
+    settings: Settings, db: asyncpg.Connection, alg: str
+) -> None:
+    """Rotor assembles the compact form itself (service/tokens/access.py): PyJWT,
+    which shares no code with joserfc, verifies it from the JWKS alone, after a
+    login and after a rotation, and finds every claim of CONTRACT section 2."""
+    async with serve(settings, db, signing_alg=alg) as rotor:
+        client = await rotor.client()
+        await rotor.user()
+        login = (await rotor.login(client)).json()
+        refreshed = (
+            await rotor.http.post(
+                "/refresh", json={"refresh_token": login["refresh_token"]}, headers=client.auth
+            )
+        ).json()
+        jwks = PyJWKSet.from_dict((await rotor.http.get("/.well-known/jwks.json")).json())
+
+    for token in (login["access_token"], refreshed["access_token"]):
+        header = pyjwt.get_unverified_header(token)
+        claims = pyjwt.decode(
+            token,
+            jwks[header["kid"]].key,
+            algorithms=[alg],
+            audience=settings.audience[0],
+            issuer=settings.issuer,
+            options={"require": ["exp", "iat", "nbf", "jti", "sub", "aud", "iss"]},
+        )
+        assert header == {"typ": "at+jwt", "alg": alg, "kid": header["kid"]}
+        assert set(claims) == {
+            "iss", "sub", "aud", "exp", "iat", "nbf", "jti", "client_id", "scope", "sid"
+        }  # fmt: skip
+        assert claims["client_id"] == client.client_id
+        assert claims["exp"] == claims["iat"] + settings.access_token_ttl
+        tampered = token[:-4] + ("AAAA" if not token.endswith("AAAA") else "BBBB")
+        with pytest.raises(pyjwt.InvalidSignatureError):
+            pyjwt.decode(
+                tampered, jwks[header["kid"]].key, algorithms=[alg], audience=claims["aud"]
+            )
 
 
 # --- client_credentials --------------------------------------------------------------------
