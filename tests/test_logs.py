@@ -7,6 +7,8 @@ secret the run handled is searched for in every line.
 
 from __future__ import annotations
 
+import asyncio
+import io
 import json
 import logging
 from collections.abc import Iterator
@@ -16,7 +18,8 @@ from litestar.testing import AsyncTestClient
 
 from service.app import create_asgi
 from service.config import Settings
-from service.observability.logs import JSONFormatter
+from service.observability import logs
+from service.observability.logs import ACCESS_DELAY, JSONFormatter, configure_logging
 from tests.helpers import PASSWORD, Rotor
 
 
@@ -145,3 +148,84 @@ def test_fields_named_like_secrets_are_redacted() -> None:
         "[redacted]",
         "f-1",
     )
+
+
+@pytest.fixture
+def stream() -> Iterator[io.StringIO]:
+    """Logging as `rotor serve` sets it up (configure_logging), onto a buffer;
+    the test client's own request lines (httpx) left out."""
+    root, client_log = logging.getLogger(), logging.getLogger("httpx")
+    handlers, level, configured = root.handlers[:], root.level, logs._handler
+    client_level = client_log.level
+    buffer = io.StringIO()
+    configure_logging("INFO", stream=buffer)
+    client_log.setLevel(logging.WARNING)
+    yield buffer
+    root.handlers[:] = handlers
+    root.setLevel(level)
+    client_log.setLevel(client_level)
+    logs._handler = configured
+
+
+def only_rotors_handler() -> None:
+    """pytest adds its capturing handlers to the root logger for each phase of
+    a test: take them off again, as in `rotor serve`, where Rotor's is alone."""
+    assert logs._handler is not None
+    logging.getLogger().handlers[:] = [logs._handler]
+
+
+def entries(buffer: io.StringIO) -> list[dict[str, object]]:
+    return [json.loads(line) for line in buffer.getvalue().splitlines()]
+
+
+async def test_access_lines_skip_the_record_but_keep_shape_order_and_time(
+    settings: Settings, stream: io.StringIO
+) -> None:
+    only_rotors_handler()
+    async with AsyncTestClient(create_asgi(settings)) as http:  # type: ignore[arg-type]
+        await http.get("/health/live?probe=1", headers={"X-Request-ID": "abc-123"})
+        await http.get("/nowhere")
+        # Written before any later record, whenever they were held back.
+        logging.getLogger("rotor.test").warning("after the requests")
+        written = [e for e in entries(stream) if e["logger"] != "rotor.keys"]  # start-up
+        assert [(e["logger"], e.get("path")) for e in written] == [
+            ("rotor.access", "/health/live"),
+            ("rotor.access", "/nowhere"),
+            ("rotor.test", None),
+        ]
+        assert written[0] | {"ts": 0, "duration_ms": 0} == {
+            "ts": 0,
+            "level": "info",
+            "logger": "rotor.access",
+            "msg": "request",
+            "request_id": "abc-123",
+            "method": "GET",
+            "path": "/health/live",
+            "status": 200,
+            "duration_ms": 0,
+        }
+        assert written[1]["status"] == 404
+        assert "probe" not in stream.getvalue()
+
+        # With nothing else logged, the line is written within ACCESS_DELAY.
+        await http.get("/health/live")
+        await asyncio.sleep(ACCESS_DELAY + 0.3)
+        assert [e.get("path") for e in entries(stream)][-1] == "/health/live"
+
+
+async def test_access_lines_go_through_logging_when_another_handler_listens(
+    settings: Settings, stream: io.StringIO
+) -> None:
+    only_rotors_handler()
+    collector = Collector()
+    logging.getLogger().addHandler(collector)
+    try:
+        async with AsyncTestClient(create_asgi(settings)) as http:  # type: ignore[arg-type]
+            await http.get("/health/live")
+    finally:
+        logging.getLogger().removeHandler(collector)
+    seen = [json.loads(line) for line in collector.lines]
+    assert [(e["logger"], e["path"]) for e in seen if e["logger"] == "rotor.access"] == [
+        ("rotor.access", "/health/live")
+    ]
+    assert [e["path"] for e in entries(stream) if e["logger"] == "rotor.access"] == ["/health/live"]

@@ -9,12 +9,14 @@ string, a header value or a body.
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import functools
 import logging
 import re
 import sys
-from typing import Any
+import time
+from typing import Any, TextIO
 
 import msgspec
 
@@ -29,6 +31,7 @@ _RESERVED = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None)).keys()
 }
 _SECRET_NAMES = re.compile(r"token|password|secret|authorization|cookie|credential", re.I)
 access_log = logging.getLogger("rotor.access")
+_rotor_log = logging.getLogger("rotor")
 
 
 @functools.lru_cache(maxsize=256)
@@ -36,17 +39,22 @@ def _is_secret_name(name: str) -> bool:
     return _SECRET_NAMES.search(name) is not None
 
 
+def _entry(created: float, level: str, logger: str, message: str) -> dict[str, Any]:
+    entry: dict[str, Any] = {
+        "ts": round(created, 3),
+        "level": level,
+        "logger": logger,
+        "msg": message,
+    }
+    current = request_id.get()
+    if current is not None:
+        entry["request_id"] = current
+    return entry
+
+
 class JSONFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        entry: dict[str, Any] = {
-            "ts": round(record.created, 3),
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "msg": record.getMessage(),
-        }
-        current = request_id.get()
-        if current is not None:
-            entry["request_id"] = current
+        entry = _entry(record.created, record.levelname.lower(), record.name, record.getMessage())
         for key, value in vars(record).items():
             if key not in _RESERVED and not key.startswith("_"):
                 entry[key] = "[redacted]" if _is_secret_name(key) else value
@@ -55,16 +63,84 @@ class JSONFormatter(logging.Formatter):
         return msgspec.json.encode(entry, enc_hook=str).decode()
 
 
-def configure_logging(level: str = "INFO") -> None:
+# Access lines wait at most this long, or until this many have gathered.
+ACCESS_DELAY = 0.2
+ACCESS_BATCH = 256
+
+
+class JSONLinesHandler(logging.StreamHandler[TextIO]):
+    """Rotor's handler: one JSON object per line on a stream (stderr).
+
+    Access lines, one per request and so nearly every line under load, take a
+    shorter way (`access`): the line is encoded directly, without a LogRecord
+    and the logging module's dispatch, and kept until the next write to the
+    stream: any other record (which keeps the lines in order), ACCESS_BATCH
+    lines, ACCESS_DELAY seconds after the first (a timer on the event loop),
+    or shutdown (`logging.shutdown` flushes every handler at exit). nginx's
+    `access_log ... buffer= flush=` and Envoy's access-log flush interval do
+    the same. Measured on /refresh, the record and a write per line cost
+    about 10 % of the request; a process killed outright may lose the last
+    ACCESS_DELAY seconds of access lines, never another record.
+    """
+
+    def __init__(self, stream: TextIO) -> None:
+        super().__init__(stream)
+        self.setFormatter(JSONFormatter())
+        self._pending: list[str] = []
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_loop: asyncio.AbstractEventLoop | None = None
+
+    def access(self, line: str) -> None:
+        with self.lock:  # type: ignore[union-attr]
+            self._pending.append(line)
+            if len(self._pending) >= ACCESS_BATCH:
+                self._write_pending()
+                return
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:  # not from the event loop: nothing to wait for
+                self._write_pending()
+                return
+            # One timer at a time, on the loop that is running (a timer left on
+            # a closed loop, in tests that start several, is replaced).
+            if self._timer is None or self._timer_loop is not loop:
+                self._timer = loop.call_later(ACCESS_DELAY, self._on_timer)
+                self._timer_loop = loop
+
+    def _on_timer(self) -> None:
+        with self.lock:  # type: ignore[union-attr]
+            self._timer = None
+            self._write_pending()
+
+    def _write_pending(self) -> None:
+        if self._pending:
+            lines, self._pending = self._pending, []
+            self.stream.write("".join(lines))
+            self.stream.flush()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self._write_pending()  # called with the lock held (Handler.handle)
+        super().emit(record)
+
+    def flush(self) -> None:
+        with self.lock:  # type: ignore[union-attr]
+            self._write_pending()
+        super().flush()
+
+
+_handler: JSONLinesHandler | None = None
+
+
+def configure_logging(level: str = "INFO", stream: TextIO | None = None) -> None:
     # No line carries the caller's source position, thread or process (the
     # formatter writes none of them): skip collecting them for every record,
     # as the logging HOWTO's "Optimization" section suggests.
+    global _handler
     logging._srcfile = None
     logging.logThreads = False
     logging.logProcesses = False
     logging.logMultiprocessing = False
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JSONFormatter())
+    handler = _handler = JSONLinesHandler(stream or sys.stderr)
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
@@ -75,15 +151,41 @@ def configure_logging(level: str = "INFO") -> None:
     logging.getLogger("uvicorn.access").disabled = True
 
 
+def _direct_access_handler() -> JSONLinesHandler | None:
+    """Rotor's handler, when it is the only place an access line would go (the
+    logging set up by configure_logging, untouched); else None, and the line
+    goes through the logging module like any other (a test's handler, an
+    operator's own configuration)."""
+    handler = _handler
+    if (
+        handler is None
+        or logging.root.handlers != [handler]
+        or handler.filters
+        or handler.level > logging.INFO
+        or access_log.handlers
+        or access_log.filters
+        or _rotor_log.handlers
+        or _rotor_log.filters
+    ):
+        return None
+    return handler
+
+
 def log_access(method: str, path: str, status: int, seconds: float) -> None:
     """The access line of one request (written by the HTTP edge)."""
-    if access_log.isEnabledFor(logging.INFO):
+    if not access_log.isEnabledFor(logging.INFO):
+        return
+    duration_ms = round(seconds * 1000, 2)
+    handler = _direct_access_handler()
+    if handler is None:
         access_log.info(
             "request",
-            extra={
-                "method": method,
-                "path": path,
-                "status": status,
-                "duration_ms": round(seconds * 1000, 2),
-            },
+            extra={"method": method, "path": path, "status": status, "duration_ms": duration_ms},
         )
+        return
+    entry = _entry(time.time(), "info", access_log.name, "request")
+    entry["method"] = method
+    entry["path"] = path
+    entry["status"] = status
+    entry["duration_ms"] = duration_ms
+    handler.access(msgspec.json.encode(entry).decode() + handler.terminator)
