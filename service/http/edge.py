@@ -26,7 +26,7 @@ from typing import Any
 
 import msgspec
 
-from service.deadline import request_deadline
+from service.deadline import Deadlines, request_deadline
 from service.observability.logs import log_access, request_id
 from service.observability.metrics import HTTP_METRICS
 
@@ -56,7 +56,7 @@ ASGIApp = Callable[[Any, Any, Any], Awaitable[None]]
 class Edge:
     def __init__(self, app: ASGIApp, *, deadline: float) -> None:
         self._app = app
-        self._deadline = deadline
+        self._deadlines = Deadlines(deadline)
         self._retry_after = str(max(1, round(deadline))).encode()
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
@@ -89,17 +89,19 @@ class Edge:
             if path in NO_DEADLINE_PATHS:
                 await self._app(scope, receive, edge_send)
             else:
+                deadline = self._deadlines.start()
+                token = request_deadline.set(deadline)
                 try:
-                    async with asyncio.timeout(self._deadline) as deadline:
-                        token = request_deadline.set(deadline)
-                        try:
-                            await self._app(scope, receive, edge_send)
-                        finally:
-                            request_deadline.reset(token)
-                except TimeoutError:
-                    if status:
-                        raise  # the answer has begun: nothing sensible to add
+                    await self._app(scope, receive, edge_send)
+                except asyncio.CancelledError:
+                    if not deadline.was_hit():
+                        raise
+                    if status:  # the answer has begun: nothing sensible to add
+                        raise TimeoutError("the request outlived ROTOR_DB_TIMEOUT") from None
                     await self._unavailable(edge_send)
+                finally:
+                    self._deadlines.finish(deadline)
+                    request_deadline.reset(token)
         finally:
             seconds = time.perf_counter() - started
             answered = status or 500
