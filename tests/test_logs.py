@@ -229,3 +229,13 @@ async def test_access_lines_go_through_logging_when_another_handler_listens(
         ("rotor.access", "/health/live")
     ]
     assert [e["path"] for e in entries(stream) if e["logger"] == "rotor.access"] == ["/health/live"]
+
+
+def test_a_broken_stream_never_fails_the_request(capsys: pytest.CaptureFixture[str]) -> None:
+    class Broken(io.StringIO):
+        def write(self, _: str) -> int:
+            raise OSError("pipe closed")
+
+    handler = logs.JSONLinesHandler(Broken())
+    handler.access('{"msg":"request"}\n')  # outside an event loop: written at once
+    assert "--- Logging error ---" in capsys.readouterr().err

@@ -113,10 +113,14 @@ class JSONLinesHandler(logging.StreamHandler[TextIO]):
             self._write_pending()
 
     def _write_pending(self) -> None:
-        if self._pending:
-            lines, self._pending = self._pending, []
+        if not self._pending:
+            return
+        lines, self._pending = self._pending, []
+        try:
             self.stream.write("".join(lines))
             self.stream.flush()
+        except Exception:  # a broken stream never fails a request, as in logging
+            self.handleError(logging.makeLogRecord({"msg": f"{len(lines)} access lines"}))
 
     def emit(self, record: logging.LogRecord) -> None:
         self._write_pending()  # called with the lock held (Handler.handle)
