@@ -38,6 +38,9 @@ TOKEN_MARGIN = 1.2  # distinct refresh tokens per expected rotation
 WARM_MARGIN = 1.5  # a warm-up's rate may fall short of the steady one
 FLOOD_LEAD = 1  # seconds the flood runs before the measured load starts
 SCALE_WARMUP = 1
+# Families that /refresh rotates in a --scale load, per connection: the
+# chains' queue never runs dry (one request in flight per connection).
+CHAINS_PER_CONNECTION = 8
 
 
 STARTED = time.monotonic()
@@ -285,42 +288,37 @@ class Run:
     # -- scale -----------------------------------------------------------------
 
     def scale(self, report: Report) -> None:
-        """The same loads at two store sizes. The small store holds exactly
-        `small_families` families, the load's own tokens included, so the
-        duration is what those tokens allow at the rate /refresh reached."""
+        """The same loads at two store sizes, for the same duration. The small
+        store holds exactly `small_families` families: /refresh rotates a fixed
+        set of them along their chains (refresh_chain.lua), so the number of
+        families stays what it is for as long as the load lasts."""
         assert self.stores.scale is not None
         url = self.pg.url_of(self.stores.scale)
         options = self.options
-        rps = max(1.0, report.scenarios["refresh"].result.response_rps)
-        fixed = mint.families_for_mix(options.introspect_tokens) + mint.PASSWORD_LOGINS
-        available = options.small_families - asyncio.run(seed.family_count(url)) - fixed
-        warm = min(available // 5, math.ceil(rps * SCALE_WARMUP * TOKEN_MARGIN))
-        warm = warm if options.warmup > 0 else 0
-        tokens = available - warm
-        seconds = max(1, min(options.duration, int(tokens / (rps * TOKEN_MARGIN))))
+        seconds = options.duration
         log(f"scale: starting a second Rotor; {seconds} s per load at each store size")
         server = start_rotor({**self.env, "DATABASE_URL": url}, options.workers, self.work)
         try:
             for target in (options.small_families, options.large_families):
-                report.scale.append(self.scale_point(server, url, target, seconds, warm, tokens))
+                report.scale.append(self.scale_point(server, url, target, seconds))
         finally:
             server.stop()
 
-    def scale_point(
-        self, server: Server, url: str, target: int, seconds: int, warm: int, tokens: int
-    ) -> ScalePoint:
+    def scale_point(self, server: Server, url: str, target: int, seconds: int) -> ScalePoint:
         total = self.options.introspect_tokens
+        chains = self.options.connections * CHAINS_PER_CONNECTION
+        warm = chains if self.options.warmup > 0 else 0
         existing = asyncio.run(seed.family_count(url))
-        fixed = mint.families_for_mix(total) + mint.PASSWORD_LOGINS + warm + tokens
+        fixed = mint.families_for_mix(total) + mint.PASSWORD_LOGINS + warm + chains
         filler = max(0, target - existing - fixed)
-        log(f"scale: {target:,} families ({filler:,} filler, {tokens:,} for /refresh)")
+        log(f"scale: {target:,} families ({filler:,} filler, {chains:,} rotated by /refresh)")
         asyncio.run(
             seed.seed_filler(
                 url, self.settings, self.accounts.app.client_id, self.accounts.user_ids, filler
             )
         )
         warm_tokens = self.seed_tokens(url, warm)
-        load_tokens = self.seed_tokens(url, tokens)
+        load_tokens = self.seed_tokens(url, chains)
         families = self.seed_tokens(url, mint.families_for_mix(total))
         asyncio.run(seed.analyze(url))
         mix = mint.introspection_mix(server.base_url, self.accounts, families, total)
@@ -330,11 +328,12 @@ class Run:
             server, "introspect", self.lines("scale-mix", mix.tokens), gateway, duration=seconds
         )
         if warm:
-            warming = self.load(server, "refresh", self.lines("scale-warm", warm_tokens), app)
+            chain = "refresh_chain"
+            warming = self.load(server, chain, self.lines("scale-warm", warm_tokens), app)
             self.warm(server, warming, SCALE_WARMUP)
             self.warm(server, introspect, SCALE_WARMUP)
         refresh = self.load(
-            server, "refresh", self.lines("scale-refresh", load_tokens), app, duration=seconds
+            server, "refresh_chain", self.lines("scale-refresh", load_tokens), app, duration=seconds
         )
         return ScalePoint(
             stored,
