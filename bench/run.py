@@ -39,8 +39,10 @@ WARM_MARGIN = 1.5  # a warm-up's rate may fall short of the steady one
 FLOOD_LEAD = 1  # seconds the flood runs before the measured load starts
 SCALE_WARMUP = 1
 # Families that /refresh rotates in a --scale load, per connection: the
-# chains' queue never runs dry (one request in flight per connection).
-CHAINS_PER_CONNECTION = 8
+# chains' queue never runs dry (one request in flight per connection), and
+# each family is rotated a few times a second, not hundreds (dead index
+# entries of one family's rotated tokens pile up until vacuum).
+CHAINS_PER_CONNECTION = 32
 
 
 STARTED = time.monotonic()
