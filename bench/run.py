@@ -133,6 +133,9 @@ class Run:
     def measure(
         self, name: str, load: wrk.Load, server: Server, flood: wrk.Load | None = None
     ) -> Measurement:
+        refused = self.pg.checkpoint()
+        if refused and refused not in self.notes:
+            self.notes.append(refused)
         log(f"measuring {name} ({load.duration} s)")
         measured = measure(name, load, server.pids(), self.db_pids, flood=flood, lead=FLOOD_LEAD)
         if measured.result.wrapped:
