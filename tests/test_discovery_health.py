@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -177,3 +178,17 @@ async def test_served_openapi_equals_the_committed_document(rotor: Rotor) -> Non
 
     assert response.status_code == 200
     assert response.json() == json.loads(OPENAPI.read_text())
+
+
+async def test_a_served_worker_takes_its_start_up_objects_out_of_the_collectors_sight(
+    settings: Settings,
+) -> None:
+    gc.unfreeze()
+    try:
+        async with AsyncTestClient(create_app(settings)):
+            assert gc.get_freeze_count() == 0  # only workers of `rotor serve` freeze
+        async with AsyncTestClient(create_app(settings, freeze_gc=True)) as http:
+            assert gc.get_freeze_count() > 10_000
+            assert (await http.get("/health/live")).status_code == 200
+    finally:
+        gc.unfreeze()
