@@ -332,13 +332,13 @@ class Run:
         introspect = self.load(
             server, "introspect", self.lines("scale-mix", mix.tokens), gateway, duration=seconds
         )
+        chain = "refresh_chain"
         if warm:
-            chain = "refresh_chain"
             warming = self.load(server, chain, self.lines("scale-warm", warm_tokens), app)
             self.warm(server, warming, SCALE_WARMUP)
             self.warm(server, introspect, SCALE_WARMUP)
         refresh = self.load(
-            server, "refresh_chain", self.lines("scale-refresh", load_tokens), app, duration=seconds
+            server, chain, self.lines("scale-refresh", load_tokens), app, duration=seconds
         )
         return ScalePoint(
             stored,
