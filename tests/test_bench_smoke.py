@@ -1,5 +1,5 @@
-"""The benchmark still runs end to end (`python -m bench --smoke`: the same code
-paths as `make bench`, one second per load). Its figures are not judged here:
+"""The benchmark still runs end to end (`python -m bench --smoke --scale`: the
+same code paths as `python -m bench --scale`, one second per load). Its figures are not judged here:
 timings belong to the bench, never to the suite; only that every load ran,
 answered without errors and was reported."""
 
@@ -31,7 +31,7 @@ LOADS = {
 def test_bench_smoke_runs_every_load_without_errors(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "ROTOR_SECRET")}
     done = subprocess.run(
-        [sys.executable, "-m", "bench", "--smoke", "--results", str(tmp_path)],
+        [sys.executable, "-m", "bench", "--smoke", "--scale", "--results", str(tmp_path)],
         cwd=REPO,
         env=env,
         capture_output=True,
@@ -52,5 +52,14 @@ def test_bench_smoke_runs_every_load_without_errors(tmp_path: Path) -> None:
     assert ceilings["framework"]["ok_per_second"] > 0
     assert ceilings["database"]["tps"] > 0
     assert ceilings["hash"]["verifies_per_second"] > 0
+    # --scale: two store sizes, /refresh along rotation chains (refresh_chain.lua)
+    # that never ran out of live tokens.
+    small, large = report["scale"]
+    assert small["families"] < large["families"]
+    for point in (small, large):
+        for load in (point["refresh"], point["introspect"]):
+            assert load["ok_per_second"] > 0, load["name"]
+            assert load["errors"] == 0, (load["name"], load["result"])
+            assert load["result"]["wrapped"] == 0, load["name"]
     errors = next(t for t in report["targets"] if t["name"].startswith("errors"))
     assert (errors["passed"], errors["value"]) == (True, 0)
