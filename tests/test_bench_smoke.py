@@ -1,7 +1,7 @@
 """The benchmark still runs end to end (`python -m bench --smoke --scale`: the
-same code paths as `python -m bench --scale`, one second per load). Its figures are not judged here:
-timings belong to the bench, never to the suite; only that every load ran,
-answered without errors and was reported."""
+same code paths as `python -m bench --scale`, one second per load). Its figures
+are not judged here: timings belong to the bench, never to the suite; only that
+every load ran, answered without errors and was reported."""
 
 from __future__ import annotations
 
