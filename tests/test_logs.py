@@ -231,6 +231,22 @@ async def test_access_lines_go_through_logging_when_another_handler_listens(
     assert [e["path"] for e in entries(stream) if e["logger"] == "rotor.access"] == ["/health/live"]
 
 
+async def test_an_access_log_cut_off_from_the_root_logger_writes_nothing(
+    settings: Settings, stream: io.StringIO
+) -> None:
+    """An operator who stops rotor.access from propagating (and gives it no
+    handler of its own) gets no access lines, by either way of writing them."""
+    only_rotors_handler()
+    logs.access_log.propagate = False
+    try:
+        async with AsyncTestClient(create_asgi(settings)) as http:  # type: ignore[arg-type]
+            assert (await http.get("/health/live")).status_code == 200
+        logging.getLogger("rotor.test").warning("after the request")
+    finally:
+        logs.access_log.propagate = True
+    assert [e["logger"] for e in entries(stream) if e["logger"] != "rotor.keys"] == ["rotor.test"]
+
+
 def test_a_broken_stream_never_fails_the_request(capsys: pytest.CaptureFixture[str]) -> None:
     class Broken(io.StringIO):
         def write(self, _: str) -> int:

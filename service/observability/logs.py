@@ -168,8 +168,10 @@ def _direct_access_handler() -> JSONLinesHandler | None:
         or handler.level > logging.INFO
         or access_log.handlers
         or access_log.filters
+        or not access_log.propagate
         or _rotor_log.handlers
         or _rotor_log.filters
+        or not _rotor_log.propagate
     ):
         return None
     return handler
