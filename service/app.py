@@ -96,7 +96,9 @@ def quiet_known_warnings() -> None:
     warnings.filterwarnings("ignore", message="EdDSA is deprecated", category=SecurityWarning)
 
 
-def build_services(settings: Settings, database: Database) -> Services:
+def build_services(
+    settings: Settings, database: Database, *, isolate_hashing: bool = False
+) -> Services:
     box = SecretBox.for_purpose(settings.secret, b"signing-keys")
     key_store = KeyStore(box)
     keys = KeyRing(
@@ -105,7 +107,7 @@ def build_services(settings: Settings, database: Database) -> Services:
         access_ttl=settings.access_token_ttl,
         interval=settings.key_refresh_interval,
     )
-    hasher = PasswordHasher(settings.argon2, settings.hash_concurrency)
+    hasher = PasswordHasher(settings.argon2, settings.hash_concurrency, isolated=isolate_hashing)
     clients, users = ClientStore(), UserStore()
     issuer = AccessTokenIssuer(settings, keys)
     rotation = RotationService(
@@ -167,13 +169,17 @@ async def check_schema(database: Database) -> None:
 
 
 def create_app(
-    settings: Settings, *, drain_on_sigterm: bool = False, freeze_gc: bool = False
+    settings: Settings,
+    *,
+    drain_on_sigterm: bool = False,
+    freeze_gc: bool = False,
+    isolate_hashing: bool = False,
 ) -> RotorApp:
     quiet_known_warnings()
     database = Database(
         settings.database_url, timeout=settings.db_timeout, max_size=settings.db_pool_size
     )
-    services = build_services(settings, database)
+    services = build_services(settings, database, isolate_hashing=isolate_hashing)
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -182,6 +188,7 @@ def create_app(
             await check_schema(database)
             await services.keys.start(settings.signing_alg)
             services.pruner.start()
+            services.hasher.start()
             app.state.services = services
             if drain_on_sigterm:
                 services.drain.install()
@@ -242,12 +249,14 @@ def openapi_config() -> OpenAPIConfig:
     )
 
 
-def create_asgi(settings: Settings, *, freeze_gc: bool = False) -> ASGIApp:
-    """The application as served (draining on SIGTERM)."""
-    return create_app(settings, drain_on_sigterm=True, freeze_gc=freeze_gc)
+def create_asgi(settings: Settings, *, served: bool = False) -> ASGIApp:
+    """The application as served (draining on SIGTERM); `served` for a server's
+    worker process: start-up objects frozen for the collector, and passwords
+    hashed in processes of their own (service/accounts/passwords.py)."""
+    return create_app(settings, drain_on_sigterm=True, freeze_gc=served, isolate_hashing=served)
 
 
 def app_from_env() -> ASGIApp:
     """Factory for server worker processes: reads the environment when called."""
     configure_logging(os.environ.get("ROTOR_LOG_LEVEL", "INFO").upper())
-    return create_asgi(Settings.from_env(os.environ), freeze_gc=True)
+    return create_asgi(Settings.from_env(os.environ), served=True)

@@ -4,9 +4,13 @@ for unknown users, transparent rehash, and the length rule (CONTRACT 3.2, 3.6)."
 from __future__ import annotations
 
 import asyncio
+import logging
+import os
+import signal
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
 import argon2
@@ -25,8 +29,18 @@ def prefix(params: Argon2Params) -> str:
     return f"$argon2id$v=19$m={params.memory_kib},t={params.time_cost},p={params.parallelism}$"
 
 
+@pytest.fixture(params=[False, True], ids=["threads", "isolated"])
+async def hasher(request: pytest.FixtureRequest) -> AsyncIterator[PasswordHasher]:
+    """Both ways of hashing: threads of this process, and processes of their own
+    (what served workers use)."""
+    hasher = PasswordHasher(TEST_ARGON2, 2, isolated=request.param)
+    yield hasher
+    hasher.close()
+
+
 @pytest.fixture
-async def hasher() -> AsyncIterator[PasswordHasher]:
+async def threaded() -> AsyncIterator[PasswordHasher]:
+    """Threads only: argon2-cffi's methods can be counted in this process."""
     hasher = PasswordHasher(TEST_ARGON2, 2)
     yield hasher
     hasher.close()
@@ -99,9 +113,9 @@ async def test_unknown_user_is_false(hasher: PasswordHasher) -> None:
 
 
 async def test_unknown_user_spends_one_real_verify(
-    hasher: PasswordHasher, counted_verify: Counting
+    threaded: PasswordHasher, counted_verify: Counting
 ) -> None:
-    await hasher.verify(None, PASSWORD)
+    await threaded.verify(None, PASSWORD)
     # One argon2 verify of the presented password against a hash of this hasher's own
     # parameters: the same work as for a known user.
     assert [
@@ -110,10 +124,10 @@ async def test_unknown_user_spends_one_real_verify(
 
 
 async def test_known_user_spends_one_verify(
-    hasher: PasswordHasher, counted_verify: Counting
+    threaded: PasswordHasher, counted_verify: Counting
 ) -> None:
-    stored = await hasher.hash(PASSWORD)
-    await hasher.verify(stored, "wrong password")
+    stored = await threaded.hash(PASSWORD)
+    await threaded.verify(stored, "wrong password")
     assert len(counted_verify.calls) == 1
 
 
@@ -158,10 +172,12 @@ async def test_at_most_concurrency_hashes_run_at_once(monkeypatch: pytest.Monkey
     assert (len(counter.calls), counter.max_running) == (10, 2)
 
 
-async def test_hashing_does_not_block_the_event_loop() -> None:
+@pytest.mark.parametrize("isolated", [False, True], ids=["threads", "isolated"])
+async def test_hashing_does_not_block_the_event_loop(isolated: bool) -> None:
     """A ticker keeps running while production-strength hashes run: the longest pause
     between its ticks is far shorter than the time the hashes took."""
-    hasher = PasswordHasher(PRODUCTION, 2)
+    hasher = PasswordHasher(PRODUCTION, 2, isolated=isolated)
+    await hasher.hash("the processes start before the ticker")
     ticks: list[float] = []
     stop = asyncio.Event()
 
@@ -353,3 +369,155 @@ async def test_a_full_hash_queue_is_refused_at_once() -> None:
     release.set()
     assert await asyncio.gather(*waiting) == [True] * MAX_WAITING_PER_SLOT
     hasher.close()
+
+
+# --- isolated hashing (served workers) -------------------------------------------------------
+
+
+def hashing_processes() -> set[int]:
+    """This process's children that run a multiprocessing worker (the hashing
+    processes; not multiprocessing's resource tracker)."""
+    found = set()
+    me = os.getpid()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            status = (entry / "status").read_text()
+            command = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        parent = next(
+            int(line.split()[1]) for line in status.splitlines() if line.startswith("PPid:")
+        )
+        if parent == me and b"spawn_main" in command:
+            found.add(int(entry.name))
+    return found
+
+
+needs_proc = pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs Linux /proc")
+
+
+@needs_proc
+async def test_isolated_hashing_runs_in_sessions_of_its_own_at_the_lowest_priority() -> None:
+    before = hashing_processes()
+    hasher = PasswordHasher(TEST_ARGON2, 2, isolated=True)
+    try:
+        hasher.start()
+        await asyncio.gather(hasher.hash(PASSWORD), hasher.hash(PASSWORD))
+        started = hashing_processes() - before
+        facts = {
+            pid: (
+                os.getsid(pid) == pid,  # a session leader: a session (an autogroup) of its own
+                os.getpriority(os.PRIO_PROCESS, pid),
+            )
+            for pid in started
+        }
+        assert facts == {pid: (True, 19) for pid in started}
+        assert len(started) == 2
+        autogroup = Path("/proc/self/autogroup")
+        if autogroup.exists():
+            mine = autogroup.read_text().split()[0]
+            for pid in started:
+                group, _, nice = Path(f"/proc/{pid}/autogroup").read_text().split()
+                assert (group != mine, nice) == (True, "19")
+    finally:
+        hasher.close()
+
+
+@needs_proc
+async def test_a_killed_hashing_process_is_replaced_and_the_login_still_verifies(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    before = hashing_processes()
+    hasher = PasswordHasher(TEST_ARGON2, 1, isolated=True)
+    try:
+        stored = await hasher.hash(PASSWORD)
+        (victim,) = hashing_processes() - before
+        os.kill(victim, signal.SIGKILL)
+        with caplog.at_level(logging.WARNING, logger="rotor.passwords"):
+            verified = await hasher.verify(stored, PASSWORD)
+        replacement = hashing_processes() - before - {victim}
+        assert (verified, len(replacement)) == (True, 1)
+        assert "a password hashing process died; starting new ones" in caplog.messages
+        assert await hasher.verify(stored, "not the password") is False
+    finally:
+        hasher.close()
+
+
+async def test_a_pool_that_breaks_again_is_answered_as_unavailable(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from concurrent.futures.process import BrokenProcessPool
+
+    from service.accounts.passwords import HashingUnavailable
+
+    hasher = PasswordHasher(TEST_ARGON2, 1, isolated=True)
+    attempts: list[object] = []
+
+    async def broken(executor: object, *_: object) -> None:
+        attempts.append(executor)
+        raise BrokenProcessPool("a child process terminated abruptly")
+
+    monkeypatch.setattr(hasher, "_hash_in_slot", broken)
+    try:
+        with pytest.raises(HashingUnavailable):
+            await hasher.hash(PASSWORD)
+    finally:
+        hasher.close()
+    # Tried twice, the second time in a new pool.
+    assert len(attempts) == 2
+    assert attempts[0] is not attempts[1]
+
+
+@pytest.mark.parametrize(
+    ("problem", "description"),
+    [
+        ("HashQueueFull", "too many logins in progress; retry shortly"),
+        ("HashingUnavailable", "password hashing is unavailable; retry shortly"),
+    ],
+)
+async def test_no_hash_now_is_503_with_retry_after(
+    rotor: Rotor, monkeypatch: pytest.MonkeyPatch, problem: str, description: str
+) -> None:
+    from service.accounts import passwords
+
+    async def refuse(*_: object) -> bool:
+        raise getattr(passwords, problem)
+
+    client = await rotor.client()
+    await rotor.user()
+    monkeypatch.setattr(PasswordHasher, "verify", refuse)
+    response = await rotor.login(client)
+    assert (
+        response.status_code,
+        response.json(),
+        response.headers.get("retry-after"),
+        response.headers.get("cache-control"),
+    ) == (
+        503,
+        {"error": "temporarily_unavailable", "error_description": description},
+        "1",
+        "no-store",
+    )
+
+
+@needs_proc
+async def test_a_served_worker_hashes_in_processes_of_its_own(
+    settings: Settings, db: asyncpg.Connection
+) -> None:
+    from litestar.testing import AsyncTestClient
+
+    from service.app import create_asgi
+
+    before = hashing_processes()
+    async with AsyncTestClient(create_asgi(settings, served=True)) as http:  # type: ignore[arg-type]
+        served = Rotor(http, settings, db)
+        client = await served.client()
+        await served.user()
+        ok = await served.login(client)
+        wrong = await served.login(client, password="not the password")
+        started = hashing_processes() - before
+    assert (ok.status_code, wrong.status_code, wrong.json()["error"]) == (200, 400, "invalid_grant")
+    assert len(started) == settings.hash_concurrency
+    assert all(os.getpriority(os.PRIO_PROCESS, pid) == 19 for pid in started)

@@ -11,7 +11,7 @@ from litestar import MediaType, Request, Response
 from litestar.exceptions import HTTPException
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 
-from service.accounts.passwords import HashQueueFull
+from service.accounts.passwords import HashingUnavailable
 from service.db.pool import DatabaseUnavailable
 from service.errors import OAuthError, TemporarilyUnavailable
 
@@ -77,13 +77,8 @@ def bad_data(_: AnyRequest, exc: asyncpg.DataError) -> Response[dict[str, str]]:
     return error_response(400, "invalid_request", "the request contains invalid characters")
 
 
-def hash_queue_full(_: AnyRequest, __: HashQueueFull) -> Response[dict[str, str]]:
-    return error_response(
-        503,
-        "temporarily_unavailable",
-        "too many logins in progress; retry shortly",
-        {"Retry-After": "1"},
-    )
+def hashing_unavailable(_: AnyRequest, exc: HashingUnavailable) -> Response[dict[str, str]]:
+    return error_response(503, "temporarily_unavailable", exc.description, {"Retry-After": "1"})
 
 
 def server_error(_: AnyRequest, exc: Exception) -> Response[dict[str, str]]:
@@ -98,6 +93,6 @@ EXCEPTION_HANDLERS: dict[int | type[Exception], Any] = {
     DatabaseUnavailable: unavailable,
     HTTPException: http_exception,
     asyncpg.DataError: bad_data,
-    HashQueueFull: hash_queue_full,
+    HashingUnavailable: hashing_unavailable,
     Exception: server_error,
 }
