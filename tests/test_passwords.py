@@ -7,6 +7,8 @@ import asyncio
 import logging
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
@@ -23,6 +25,7 @@ from tests.conftest import TEST_ARGON2
 from tests.helpers import PASSWORD, Rotor
 
 PRODUCTION = Argon2Params()
+REPO = Path(__file__).resolve().parent.parent
 
 
 def prefix(params: Argon2Params) -> str:
@@ -521,3 +524,60 @@ async def test_a_served_worker_hashes_in_processes_of_its_own(
     assert (ok.status_code, wrong.status_code, wrong.json()["error"]) == (200, 400, "invalid_grant")
     assert len(started) == settings.hash_concurrency
     assert all(os.getpriority(os.PRIO_PROCESS, pid) == 19 for pid in started)
+
+
+HASH_THEN_WAIT = """
+import asyncio, os, sys, time
+from pathlib import Path
+from service.accounts.passwords import PasswordHasher
+from service.config import Argon2Params
+
+async def main():
+    params = Argon2Params(time_cost=1, memory_kib=8192, parallelism=1)
+    hasher = PasswordHasher(params, 2, isolated=True)
+    hasher.start()
+    await asyncio.gather(hasher.hash("password 1"), hasher.hash("password 2"))
+    me = str(os.getpid())
+    children = [
+        entry.name for entry in Path("/proc").iterdir()
+        if entry.name.isdigit()
+        and f"PPid:\\t{me}\\n" in (entry / "status").read_text()
+        and b"spawn_main" in (entry / "cmdline").read_bytes()
+    ]
+    print(" ".join(children), flush=True)
+    time.sleep(60)
+
+asyncio.run(main())
+"""
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="PR_SET_PDEATHSIG is Linux's")
+def test_hashing_processes_die_with_their_worker_even_by_sigkill() -> None:
+    """They run in sessions of their own, out of reach of a signal to the worker's
+    process group: a worker killed outright must not leave them behind."""
+    worker = subprocess.Popen(
+        [sys.executable, "-c", HASH_THEN_WAIT], stdout=subprocess.PIPE, cwd=REPO
+    )
+    try:
+        assert worker.stdout is not None
+        children = [int(pid) for pid in worker.stdout.readline().split()]
+        assert len(children) == 2
+    finally:
+        worker.kill()
+        worker.wait()
+    deadline = time.monotonic() + 10
+    while any(map(alive, children)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    left = [pid for pid in children if alive(pid)]
+    for pid in left:  # the test failed: do not leave them behind either
+        os.kill(pid, signal.SIGKILL)
+    assert left == []
+
+
+def alive(pid: int) -> bool:
+    """Running or asleep: not gone, and not a zombie waiting to be reaped."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return state != "Z"

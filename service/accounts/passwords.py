@@ -22,9 +22,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import logging
 import multiprocessing
 import os
+import signal
+import sys
 import threading
 from collections.abc import Callable
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
@@ -46,6 +49,7 @@ MIN_PASSWORD_CHARS = 8
 MAX_WAITING_PER_SLOT = 64
 LOWEST_PRIORITY = 19
 AUTOGROUP = Path("/proc/self/autogroup")
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
 class HashingUnavailable(Exception):
@@ -115,7 +119,7 @@ class PasswordHasher:
                 # Not fork: the worker has threads (the event loop's, asyncpg's).
                 mp_context=multiprocessing.get_context("spawn"),
                 initializer=_start_hashing_process,
-                initargs=(self._params,),
+                initargs=(self._params, os.getpid()),
             )
         # argon2-cffi releases the GIL while hashing, so threads give real parallelism.
         return ThreadPoolExecutor(
@@ -214,17 +218,30 @@ def _lowest_priority() -> None:
 _process_argon2: Argon2Hasher | None = None
 
 
-def _start_hashing_process(params: Argon2Params) -> None:
+def _start_hashing_process(params: Argon2Params, worker: int) -> None:
     """A session of its own, so a kernel with autogroups gives the process a
     group of its own, and that group the lowest weight; then nice 19 for the
-    thread that hashes. Where a step is not available, the others still apply."""
+    thread that hashes. Where a step is not available, the others still apply.
+    Out of the worker's session, nothing that stops the worker's process group
+    reaches this process: it is stopped with its worker instead."""
     global _process_argon2
+    _die_with(worker)
     with contextlib.suppress(OSError, AttributeError):
         os.setsid()
     with contextlib.suppress(OSError):
         AUTOGROUP.write_text(str(LOWEST_PRIORITY))
     _lowest_priority()
     _process_argon2 = argon2_hasher(params)
+
+
+def _die_with(worker: int) -> None:
+    """Linux: SIGKILL when the worker dies, however it dies (a SIGKILL leaves
+    it no time to stop its hashing processes); if it has died already, exit."""
+    if sys.platform == "linux":
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != worker:
+        os._exit(0)
 
 
 def _hash_here(password: str) -> str:
