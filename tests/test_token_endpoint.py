@@ -748,14 +748,14 @@ async def test_unknown_user_costs_the_same_password_verification(rotor: Rotor) -
     await rotor.user()
     hasher = rotor.http.app.state.services.hasher
     verified: list[str] = []
-    original = hasher._verify_sync
+    original = hasher._verify_work
 
     def recording(stored_hash: str, password: str) -> bool:
         verified.append(stored_hash)
         result: bool = original(stored_hash, password)
         return result
 
-    hasher._verify_sync = recording
+    hasher._verify_work = recording
 
     known = await rotor.login(client, password="not the password")
     unknown = await rotor.login(client, username="bob", password="not the password")
