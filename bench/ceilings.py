@@ -82,6 +82,7 @@ class DatabaseCeiling:
     clients: int
     cpu_seconds: dict[str, float]
     wall_seconds: float
+    steal_seconds: float
 
     @property
     def misses(self) -> int:
@@ -230,4 +231,5 @@ def database_ceiling(
         clients=clients,
         cpu_seconds={**usage.cpu_seconds, "other": usage.other_cpu_seconds},
         wall_seconds=usage.wall_seconds,
+        steal_seconds=usage.machine.steal_seconds,
     )

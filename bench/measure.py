@@ -14,11 +14,13 @@ CPUS = os.cpu_count() or 1
 
 @dataclass(frozen=True, slots=True)
 class Cost:
-    """CPU seconds per group (generator, server, database) and the server's peak RSS."""
+    """CPU seconds per group (generator, server, database), the server's peak
+    RSS, and the CPU seconds the hypervisor took from the machine (steal)."""
 
     wall_seconds: float
     cpu_seconds: dict[str, float]
     server_peak_rss_mb: float
+    steal_seconds: float
 
     def per_request_ms(self, group: str, requests: int) -> float:
         """CPU milliseconds the group spent per completed request: unlike a rate,
@@ -44,6 +46,7 @@ def cost_of(usage: procs.Usage) -> Cost:
         wall_seconds=usage.wall_seconds,
         cpu_seconds={**usage.cpu_seconds, "other": usage.other_cpu_seconds},
         server_peak_rss_mb=usage.peak_rss_bytes.get("server", 0) / 2**20,
+        steal_seconds=usage.machine.steal_seconds,
     )
 
 

@@ -43,12 +43,31 @@ def read_stat(pid: int) -> ProcStat | None:
     return ProcStat(pid, int(fields[1]), ticks / TICKS_PER_SECOND, int(fields[21]) * PAGE_BYTES)
 
 
-def machine_busy_seconds() -> float:
-    """CPU time spent by the whole machine (all cores), from the `cpu` line of
-    /proc/stat: everything but idle and iowait."""
-    fields = [int(value) for value in (PROC / "stat").read_text().split("\n", 1)[0].split()[1:9]]
-    user, nice, system, _idle, _iowait, irq, softirq, steal = fields
-    return (user + nice + system + irq + softirq + steal) / TICKS_PER_SECOND
+@dataclass(frozen=True, slots=True)
+class MachineTime:
+    """From the `cpu` line of /proc/stat, all cores: what the machine ran
+    (everything but idle, iowait and steal), and what the hypervisor took from
+    this virtual machine (steal: time its virtual CPUs wanted to run and could
+    not; a request on a virtual CPU in such a pause waits for it)."""
+
+    busy_seconds: float
+    steal_seconds: float
+
+    @classmethod
+    def now(cls) -> MachineTime:
+        return cls.parse((PROC / "stat").read_text().split("\n", 1)[0])
+
+    @classmethod
+    def parse(cls, line: str) -> MachineTime:
+        """`line`: the `cpu` line of /proc/stat (proc(5)), in clock ticks."""
+        user, nice, system, _idle, _iowait, irq, softirq, steal = map(int, line.split()[1:9])
+        busy = user + nice + system + irq + softirq
+        return cls(busy / TICKS_PER_SECOND, steal / TICKS_PER_SECOND)
+
+    def __sub__(self, earlier: MachineTime) -> MachineTime:
+        return MachineTime(
+            self.busy_seconds - earlier.busy_seconds, self.steal_seconds - earlier.steal_seconds
+        )
 
 
 def own_pid() -> list[int]:
@@ -137,12 +156,12 @@ class Usage:
     wall_seconds: float
     cpu_seconds: dict[str, float]
     peak_rss_bytes: dict[str, int]
-    machine_cpu_seconds: float
+    machine: MachineTime
 
     @property
     def other_cpu_seconds(self) -> float:
         """What the rest of the machine used meanwhile: a noisy neighbour shows here."""
-        return max(0.0, self.machine_cpu_seconds - sum(self.cpu_seconds.values()))
+        return max(0.0, self.machine.busy_seconds - sum(self.cpu_seconds.values()))
 
 
 class Sampler:
@@ -157,12 +176,12 @@ class Sampler:
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name="bench-sampler", daemon=True)
         self._started = 0.0
-        self._machine = 0.0
+        self._machine = MachineTime(0.0, 0.0)
 
     def start(self) -> Sampler:
         self._sample(initial=True)
         self._started = time.monotonic()
-        self._machine = machine_busy_seconds()
+        self._machine = MachineTime.now()
         self._thread.start()
         return self
 
@@ -171,7 +190,7 @@ class Sampler:
         self._thread.join()
         self._sample(initial=False)
         return Usage(
-            machine_cpu_seconds=machine_busy_seconds() - self._machine,
+            machine=MachineTime.now() - self._machine,
             wall_seconds=time.monotonic() - self._started,
             cpu_seconds={name: usage.cpu_seconds for name, usage in self._usage.items()},
             peak_rss_bytes={name: usage.peak_rss_bytes for name, usage in self._usage.items()},

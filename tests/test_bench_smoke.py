@@ -48,6 +48,7 @@ def test_bench_smoke_runs_every_load_without_errors(tmp_path: Path) -> None:
     for name, scenario in report["scenarios"].items():
         assert scenario["ok_per_second"] > 0, name
         assert scenario["errors"] == 0, (name, scenario["result"])
+        assert scenario["steal_ms"] >= 0, name
     ceilings = report["ceilings"]
     assert ceilings["framework"]["ok_per_second"] > 0
     assert ceilings["database"]["tps"] > 0
