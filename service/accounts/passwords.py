@@ -13,9 +13,9 @@ of their scheduling group only. Where the kernel groups processes by session
 PostgreSQL's backends and everything else, and a flood of logins takes CPU
 from /refresh and /introspect through it. So served workers hash `isolated`:
 in processes of their own, each in a session (hence an autogroup) of its own
-at nice 19. Measured with bench/ on this project's 2-core machine: /refresh
-under a login flood kept about 0.71 of its solo throughput, against about 0.60
-with threads.
+at nice 19. Measured on this project's 2-core machine (solo, then under a
+login flood, three paired rounds each): /refresh kept 0.69 to 0.79 of its solo
+throughput, against 0.58 to 0.69 with threads.
 """
 
 from __future__ import annotations
