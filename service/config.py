@@ -74,29 +74,29 @@ class Settings:
             secret=parse_secret(_required(env, "ROTOR_SECRET")),
             issuer=issuer,
             audience=tuple(audience_raw) or (issuer,),
-            access_token_ttl=_seconds(env, "ROTOR_ACCESS_TOKEN_TTL", 300, minimum=1),
-            refresh_idle_ttl=_seconds(env, "ROTOR_REFRESH_IDLE_TTL", 604800, minimum=1),
-            family_max_ttl=_seconds(env, "ROTOR_FAMILY_MAX_TTL", 2592000, minimum=1),
-            reuse_grace=_seconds(env, "ROTOR_REUSE_GRACE", 0, minimum=0),
+            access_token_ttl=_integer(env, "ROTOR_ACCESS_TOKEN_TTL", 300, minimum=1),
+            refresh_idle_ttl=_integer(env, "ROTOR_REFRESH_IDLE_TTL", 604800, minimum=1),
+            family_max_ttl=_integer(env, "ROTOR_FAMILY_MAX_TTL", 2592000, minimum=1),
+            reuse_grace=_integer(env, "ROTOR_REUSE_GRACE", 0, minimum=0),
             signing_alg=_choice(env, "ROTOR_SIGNING_ALG", "ES256", SIGNING_ALGS),
-            login_max_failures=_seconds(env, "ROTOR_LOGIN_MAX_FAILURES", 10, minimum=1),
-            login_window=_seconds(env, "ROTOR_LOGIN_WINDOW", 900, minimum=1),
+            login_max_failures=_integer(env, "ROTOR_LOGIN_MAX_FAILURES", 10, minimum=1),
+            login_window=_integer(env, "ROTOR_LOGIN_WINDOW", 900, minimum=1),
             trusted_proxies=_networks(env, "ROTOR_TRUSTED_PROXIES"),
-            jwks_max_age=_seconds(env, "ROTOR_JWKS_MAX_AGE", 300, minimum=0),
-            db_timeout=float(_seconds(env, "ROTOR_DB_TIMEOUT", 5, minimum=1, maximum=300)),
+            jwks_max_age=_integer(env, "ROTOR_JWKS_MAX_AGE", 300, minimum=0),
+            db_timeout=float(_integer(env, "ROTOR_DB_TIMEOUT", 5, minimum=1, maximum=300)),
             argon2=Argon2Params(
-                time_cost=_seconds(env, "ROTOR_ARGON2_TIME_COST", 3, minimum=1, maximum=100),
-                memory_kib=_seconds(
+                time_cost=_integer(env, "ROTOR_ARGON2_TIME_COST", 3, minimum=1, maximum=100),
+                memory_kib=_integer(
                     env, "ROTOR_ARGON2_MEMORY_KIB", 65536, minimum=8192, maximum=4194304
                 ),
-                parallelism=_seconds(env, "ROTOR_ARGON2_PARALLELISM", 4, minimum=1, maximum=64),
+                parallelism=_integer(env, "ROTOR_ARGON2_PARALLELISM", 4, minimum=1, maximum=64),
             ),
-            hash_concurrency=_seconds(env, "ROTOR_HASH_CONCURRENCY", 2, minimum=1, maximum=64),
-            db_pool_size=_seconds(env, "ROTOR_DB_POOL_SIZE", 10, minimum=1, maximum=1000),
-            prune_interval=_seconds(env, "ROTOR_PRUNE_INTERVAL", 3600, minimum=0),
-            prune_retention=_seconds(env, "ROTOR_PRUNE_RETENTION", 604800, minimum=0),
-            shutdown_delay=_seconds(env, "ROTOR_SHUTDOWN_DELAY", 2, minimum=0, maximum=300),
-            client_cache_ttl=_seconds(env, "ROTOR_CLIENT_CACHE_TTL", 5, minimum=0, maximum=3600),
+            hash_concurrency=_integer(env, "ROTOR_HASH_CONCURRENCY", 2, minimum=1, maximum=64),
+            db_pool_size=_integer(env, "ROTOR_DB_POOL_SIZE", 10, minimum=1, maximum=1000),
+            prune_interval=_integer(env, "ROTOR_PRUNE_INTERVAL", 3600, minimum=0),
+            prune_retention=_integer(env, "ROTOR_PRUNE_RETENTION", 604800, minimum=0),
+            shutdown_delay=_integer(env, "ROTOR_SHUTDOWN_DELAY", 2, minimum=0, maximum=300),
+            client_cache_ttl=_integer(env, "ROTOR_CLIENT_CACHE_TTL", 5, minimum=0, maximum=3600),
         )
 
     def with_overrides(self, **changes: object) -> Settings:
@@ -126,7 +126,7 @@ def _required(env: Mapping[str, str], name: str) -> str:
     return value
 
 
-def _seconds(
+def _integer(
     env: Mapping[str, str], name: str, default: int, *, minimum: int, maximum: int = TEN_YEARS
 ) -> int:
     raw = env.get(name, "").strip()
