@@ -35,7 +35,7 @@ from service.admin.accounts import AccountAdmin
 from service.admin.events import EventAdmin
 from service.admin.keys import KeyAdmin
 from service.admin.sessions import SessionAdmin
-from service.config import Settings
+from service.config import Settings, log_level
 from service.db.migrate import head_revision
 from service.db.pool import Database
 from service.http.admin import AdminController
@@ -258,5 +258,5 @@ def create_asgi(settings: Settings, *, served: bool = False) -> ASGIApp:
 
 def app_from_env() -> ASGIApp:
     """Factory for server worker processes: reads the environment when called."""
-    configure_logging(os.environ.get("ROTOR_LOG_LEVEL", "INFO").upper())
+    configure_logging(log_level(os.environ))
     return create_asgi(Settings.from_env(os.environ), served=True)

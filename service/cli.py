@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from service.config import ConfigError, Settings
+from service.config import ConfigError, Settings, log_level
 
 EMBEDDED_HOME = ".rotor"
 
@@ -94,7 +94,7 @@ def cmd_serve(args: argparse.Namespace, env: Mapping[str, str]) -> int:
 
     from service.observability.logs import configure_logging
 
-    configure_logging(env.get("ROTOR_LOG_LEVEL", "INFO").upper())
+    configure_logging(log_level(env))
     resolved, embedded = resolve_environment(env)
     settings = Settings.from_env(resolved)  # a bad value stops here, before any worker starts
     os.environ.update(

@@ -142,6 +142,16 @@ def _integer(
     return value
 
 
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+def log_level(env: Mapping[str, str]) -> str:
+    """ROTOR_LOG_LEVEL, in any letter case; read before the rest of the settings
+    (logging starts first), and checked as strictly."""
+    level = env.get("ROTOR_LOG_LEVEL", "").upper()
+    return _choice({"ROTOR_LOG_LEVEL": level}, "ROTOR_LOG_LEVEL", "INFO", LOG_LEVELS)
+
+
 def _choice(env: Mapping[str, str], name: str, default: str, allowed: tuple[str, ...]) -> str:
     raw = env.get(name, "").strip() or default
     if raw not in allowed:

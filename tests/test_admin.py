@@ -520,6 +520,49 @@ async def test_create_user_with_a_bad_body_is_400(rotor: Rotor, ops: Ops) -> Non
     assert await rotor.db.fetchval("SELECT count(*) FROM users") == 0
 
 
+STRICT_USER_BODIES = {
+    "bad-utf8-in-a-string": (
+        b'{"username": "\xff", "password": "' + PASSWORD.encode() + b'"}',
+        "the body is not valid JSON",
+    ),
+    "repeated-username": (
+        b'{"username": "bob", "username": "eve", "password": "' + PASSWORD.encode() + b'"}',
+        "username is repeated in the JSON body",
+    ),
+    "repeated-unknown-member": (
+        b'{"username": "bob", "password": "' + PASSWORD.encode() + b'", "x": 1, "x": 1}',
+        "a member is repeated in the JSON body",
+    ),
+}
+
+
+async def test_create_user_reads_its_body_strictly(rotor: Rotor, ops: Ops) -> None:
+    headers = {**ops.headers, "Content-Type": "application/json"}
+    for case, (content, description) in STRICT_USER_BODIES.items():
+        response = await rotor.http.post("/admin/users", headers=headers, content=content)
+        assert (response.status_code, response.json()) == (
+            400,
+            {"error": "invalid_request", "error_description": description},
+        ), case
+    assert await rotor.db.fetchval("SELECT count(*) FROM users") == 0
+
+
+async def test_a_signed_token_without_a_uuid_client_id_is_401_not_500(
+    rotor: Rotor, ops: Ops
+) -> None:
+    """Rotor never issues one; a guard that trusts the claim's shape would 500."""
+    from service.tokens.access import AccessTokenIssuer
+
+    services = rotor.http.app.state.services  # type: ignore[attr-defined]
+    issuer = AccessTokenIssuer(services.settings, services.keys)
+    issued = issuer.issue(subject="x", client_id="not-a-uuid", scope="", family_id=None)
+    for method, path in ADMIN_ROUTES:
+        response = await rotor.http.request(
+            method, path, json={}, headers={"Authorization": f"Bearer {issued.token}"}
+        )
+        assert (response.status_code, response.json()["error"]) == (401, "invalid_token"), path
+
+
 async def test_get_user_shows_no_hash_and_an_rfc3339_utc_created_at(rotor: Rotor, ops: Ops) -> None:
     user_id = await rotor.user("alice")
     response = await rotor.http.get(f"/admin/users/{user_id}", headers=ops.headers)

@@ -242,6 +242,16 @@ def test_bad_configuration_exits_2_naming_the_variable(env: dict[str, str]) -> N
     ), result.stderr
 
 
+def test_a_bad_log_level_stops_serve_naming_the_variable(env: dict[str, str]) -> None:
+    result = rotor("serve", "--port", "1", env={**env, "ROTOR_LOG_LEVEL": "loud"})
+    assert (result.returncode, result.stdout, result.stderr.strip()) == (
+        2,
+        "",
+        "rotor: configuration error: ROTOR_LOG_LEVEL: must be one of "
+        "DEBUG, INFO, WARNING, ERROR, CRITICAL, got 'LOUD'",
+    )
+
+
 # --- the embedded default ------------------------------------------------------------------
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from service.config import Argon2Params, ConfigError, Settings
+from service.config import Argon2Params, ConfigError, Settings, log_level
 
 ROOT = Path(__file__).resolve().parent.parent
 ROTOR = ROOT / ".venv" / "bin" / "rotor"
@@ -328,3 +328,18 @@ def test_importing_the_service_reads_no_configuration() -> None:
         check=False,
     )
     assert (result.returncode, result.stdout.split()) == (0, ["[]", "True"]), result.stderr
+
+
+@pytest.mark.parametrize(
+    ("raw", "level"), [("", "INFO"), ("debug", "DEBUG"), ("Warning", "WARNING")]
+)
+def test_log_level_is_read_in_any_letter_case(raw: str, level: str) -> None:
+    assert log_level({"ROTOR_LOG_LEVEL": raw}) == level
+
+
+def test_an_unknown_log_level_is_a_configuration_error_naming_it() -> None:
+    with pytest.raises(ConfigError) as info:
+        log_level({"ROTOR_LOG_LEVEL": "verbose"})
+    assert str(info.value) == (
+        "ROTOR_LOG_LEVEL: must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL, got 'VERBOSE'"
+    )

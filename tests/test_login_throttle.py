@@ -444,3 +444,63 @@ def test_client_ip(
     expected: str | None,
 ) -> None:
     assert client_ip(peer, forwarded_for, trusted) == expected
+
+
+# --- attempts that end neither in success nor in failure ----------------------------------
+
+
+async def test_logins_that_hashing_cannot_serve_count_as_no_failure(
+    rotor: Rotor, db: asyncpg.Connection, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """503 is the service's failure, not the caller's: the reserved row goes,
+    and the right password afterwards still logs in."""
+    from service.accounts.passwords import HashingUnavailable, PasswordHasher
+
+    client = await rotor.client()
+    await rotor.user()
+    real_verify = PasswordHasher.verify
+
+    async def unavailable(*_: object) -> bool:
+        raise HashingUnavailable
+
+    monkeypatch.setattr(PasswordHasher, "verify", unavailable)
+    statuses = [(await login(rotor, client)).status_code for _ in range(MAX_FAILURES + 1)]
+    assert statuses == [503] * (MAX_FAILURES + 1)
+    assert await failures(db, "username", "alice") == 0
+    monkeypatch.setattr(PasswordHasher, "verify", real_verify)
+    assert (await login(rotor, client)).status_code == 200
+
+
+async def test_a_login_cancelled_while_hashing_releases_its_reservation(
+    settings: Settings, db: asyncpg.Connection, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The caller went away (or the deadline struck) mid-hash: no failure is left."""
+    from service.accounts.passwords import PasswordHasher
+
+    hashing = asyncio.Event()
+
+    async def forever(*_: object) -> bool:
+        hashing.set()
+        await asyncio.Event().wait()
+        raise AssertionError("not reached")
+
+    async with serve_in_loop(settings, db, PEER) as rotor:
+        client = await rotor.client()
+        await rotor.user()
+        monkeypatch.setattr(PasswordHasher, "verify", forever)
+        pending = asyncio.ensure_future(login(rotor, client))
+        await asyncio.wait_for(hashing.wait(), 10)
+        assert await failures(db, "username", "alice") == 1  # reserved while it hashes
+        pending.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await pending
+        assert await failures(db, "username", "alice") == 0
+
+
+async def test_a_wrong_password_keeps_its_reserved_row_as_the_failure(
+    rotor: Rotor, db: asyncpg.Connection
+) -> None:
+    client = await rotor.client()
+    await rotor.user()
+    await fail(rotor, client)
+    assert await failures(db, "username", "alice") == 1

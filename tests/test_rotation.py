@@ -30,6 +30,7 @@ from urllib.parse import urlencode
 
 import asyncpg
 import httpx
+import pytest
 
 from tests.helpers import PEER_IP, RegisteredClient, Rotor, basic, serve_in_loop
 
@@ -880,6 +881,48 @@ async def test_malformed_refresh_body_is_invalid_request(rotor: Rotor):
         assert answer.status_code == 400, (case, answer.text)
         assert answer.json()["error"] == "invalid_request", (case, answer.text)
         assert_error(answer, 400, "invalid_request")
+    await assert_untouched_and_usable(rotor, "refresh-json", session, before)
+
+
+# I-JSON (RFC 7493): what a lenient decoder would read one way and a proxy or
+# a log another. Each answer is exact; none spends the live token.
+NOT_JSON = "the body is not valid JSON"
+STRICT_JSON_BODIES = {
+    "bad-utf8-in-a-string": (b'{"refresh_token": "TOKEN", "scope": "\xff"}', NOT_JSON),
+    "lone-surrogate": (b'{"refresh_token": "TOKEN", "scope": "\\ud800"}', NOT_JSON),
+    "nan": (b'{"refresh_token": "TOKEN", "ttl": NaN}', NOT_JSON),
+    "too-deep": (b'{"refresh_token": "TOKEN", "x": ' + b"[" * 5000 + b"]" * 5000 + b"}", NOT_JSON),
+    "repeated-token, the live one last": (
+        b'{"refresh_token": "bogus", "refresh_token": "TOKEN"}',
+        "refresh_token is repeated in the JSON body",
+    ),
+    "repeated-token, the live one first": (
+        b'{"refresh_token": "TOKEN", "refresh_token": "bogus"}',
+        "refresh_token is repeated in the JSON body",
+    ),
+    "repeated-unknown-member": (
+        b'{"refresh_token": "TOKEN", "x": 1, "x": 2}',
+        "a member is repeated in the JSON body",
+    ),
+    "repeated-in-a-nested-object": (
+        b'{"refresh_token": "TOKEN", "x": {"a": 1, "a": 2}}',
+        "a member is repeated in the JSON body",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", STRICT_JSON_BODIES)
+async def test_refresh_json_is_read_strictly(rotor: Rotor, case: str):
+    content, description = STRICT_JSON_BODIES[case]
+    session = await begin(rotor)
+    before = await snapshot(rotor.db, session.family_id)
+    answer = await rotor.http.post(
+        "/refresh",
+        content=content.replace(b"TOKEN", session.token.encode()),
+        headers={**session.client.auth, "Content-Type": JSON},
+    )
+    assert_error(answer, 400, "invalid_request")
+    assert answer.json()["error_description"] == description
     await assert_untouched_and_usable(rotor, "refresh-json", session, before)
 
 

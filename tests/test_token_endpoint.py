@@ -826,3 +826,25 @@ async def test_outdated_password_hash_is_upgraded_on_login(rotor: Rotor) -> None
     assert row["password_hash"].startswith("$argon2id$v=19$m=8192,t=1,p=1$")
     assert row["password_changed_at"] == changed_before
     assert (await rotor.login(client)).status_code == 200
+
+
+@pytest.mark.parametrize("path", ["/token/", "/token//", "/refresh/", "/introspect/", "/revoke/"])
+async def test_slashed_paths_answer_with_the_no_store_headers_too(rotor: Rotor, path: str) -> None:
+    """The router serves `/token/` as `/token`; its tokens must not be cached either."""
+    client = await rotor.client(grants=["client_credentials"], introspect=True)
+    session = await rotor.http.post(
+        "/token", data={"grant_type": "client_credentials"}, headers=client.auth
+    )
+    forms = {
+        "/token": {"grant_type": "client_credentials"},
+        "/refresh": {"refresh_token": "not-a-live-token"},
+        "/introspect": {"token": session.json()["access_token"]},
+        "/revoke": {"token": "not-a-live-token"},
+    }
+    response = await rotor.http.post(path, data=forms[path.rstrip("/")], headers=client.auth)
+    expected = {"/refresh": 400}.get(path.rstrip("/"), 200)
+    assert (
+        response.status_code,
+        response.headers.get("cache-control"),
+        response.headers.get("pragma"),
+    ) == (expected, "no-store", "no-cache"), response.text

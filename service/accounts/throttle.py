@@ -8,7 +8,8 @@ age out.
 Per username the limit is exact under concurrency: an attempt reserves its
 failure row (under a per-username advisory lock) before the password is
 hashed, and a successful login deletes it again, so N simultaneous guesses
-at one account cannot all slip past the check. Per IP only finished
+at one account cannot all slip past the check. An attempt that ends neither
+way (hashing unavailable, its deadline, a lost client) releases its row. Per IP only finished
 failures count: one IP may be a BFF logging in many users at once, and its
 honest logins in flight must not lock it out. Simultaneous failing guesses
 from one IP can therefore exceed the IP limit by the number in flight, which
@@ -79,6 +80,12 @@ class LoginThrottle:
             "OR (subject_kind = 'username' AND subject = $2)",
             list(attempt.row_ids),
             subjects.username,
+        )
+
+    async def release(self, connection: Connection, attempt: Attempt) -> None:
+        """The attempt ended neither in success nor in failure: its rows go."""
+        await connection.execute(
+            "DELETE FROM login_failures WHERE id = ANY($1::bigint[])", list(attempt.row_ids)
         )
 
     async def _seconds_locked(self, connection: Connection, kind: str, subject: str) -> int:

@@ -53,6 +53,12 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Any, Any, Any], Awaitable[None]]
 
 
+def _routed_path(path: str) -> str:
+    """The path as the router matches it: `/token/`, `//token` and `/token//`
+    reach /token, and their answers must not be cached either."""
+    return "/" + "/".join(part for part in path.split("/") if part)
+
+
 class Edge:
     def __init__(self, app: ASGIApp, *, deadline: float) -> None:
         self._app = app
@@ -68,7 +74,7 @@ class Edge:
         # busy the service is), 32 hex characters like a UUID's.
         rid = _presented_id(scope) or secrets.token_hex(16)
         rid_header = (b"x-request-id", rid.encode())
-        no_store = path in NO_STORE_PATHS
+        no_store = path in NO_STORE_PATHS or _routed_path(path) in NO_STORE_PATHS
         status = 0
         context = request_id.set(rid)
         started = time.perf_counter()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import msgspec
 from litestar import Request
 from litestar.openapi.spec import OpenAPIResponse, Operation, PathItem, Schema
 from litestar.openapi.spec.enums import OpenAPIType
@@ -12,6 +11,7 @@ from litestar.openapi.spec.enums import OpenAPIType
 from service.errors import InvalidRequest
 from service.http.docs import FULFILLED, JSON, component, error_responses, form_body
 from service.http.forms import FORM_TYPE, check_query, media_type, parse_pairs
+from service.http.json_body import json_object
 from service.http.raw import post_endpoint, read_body
 from service.http.token import GRANT_ERRORS, TokenBody, grant
 
@@ -44,12 +44,7 @@ def parse_refresh_body(body: bytes, content_type: str | None) -> dict[str, str]:
 
 
 def _parse_json(body: bytes) -> dict[str, str]:
-    try:
-        document = msgspec.json.decode(body)
-    except (msgspec.DecodeError, RecursionError):
-        raise InvalidRequest("the body is not valid JSON") from None
-    if not isinstance(document, dict):
-        raise InvalidRequest("the body must be a JSON object")
+    document = json_object(body, REFRESH_FIELDS)
     fields: dict[str, str] = {}
     for name in REFRESH_FIELDS:
         value = document.get(name)

@@ -6,6 +6,8 @@ the caller, and returns a token response or raises an OAuthError.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
@@ -33,6 +35,13 @@ from service.tokens.access import AccessTokenIssuer
 from service.tokens.families import FamilyStore
 from service.tokens.rotation import RotationService
 from service.tokens.scopes import grant_scope
+
+log = logging.getLogger("rotor.grants")
+
+
+class LoginFailed(InvalidGrant):
+    """A password login that failed and was counted (its reserved row stays)."""
+
 
 MAX_USERNAME_CHARS = 255
 
@@ -138,6 +147,26 @@ class TokenService:
         scope = grant_scope(form.get("scope"), client.scopes)
         subjects = Subjects(username, caller.ip)
         user, attempt = await self._reserve_attempt(client, subjects, caller)
+        try:
+            return await self._log_in(client, user, attempt, subjects, caller, password, scope)
+        except LoginFailed:
+            raise  # the reserved row stays: it is the failure, counted
+        except BaseException:
+            # Neither success nor failure (hashing unavailable, the request's
+            # deadline, a lost client, the database): not a failure either.
+            await asyncio.shield(self._release(attempt))
+            raise
+
+    async def _log_in(
+        self,
+        client: Client,
+        user: User | None,
+        attempt: Attempt,
+        subjects: Subjects,
+        caller: Caller,
+        password: str,
+        scope: str,
+    ) -> TokenResponse:
         if not await self._hasher.verify(user.password_hash if user else None, password):
             await self._login_failed(client, user, subjects, caller, "bad_credentials")
         assert user is not None
@@ -180,6 +209,14 @@ class TokenService:
         metrics.LOGIN_LOCKOUTS.inc()
         raise TooManyAttempts(reserved)
 
+    async def _release(self, attempt: Attempt) -> None:
+        try:
+            async with self._db.transaction() as connection:
+                await self._throttle.release(connection, attempt)
+        except Exception:
+            # The row then counts as one failure until it ages out of the window.
+            log.warning("a login attempt's reservation could not be released")
+
     async def _login_failed(
         self, client: Client, user: User | None, subjects: Subjects, caller: Caller, reason: str
     ) -> None:
@@ -196,4 +233,4 @@ class TokenService:
                 detail={"reason": reason if user else "unknown_user"},
             )
         metrics.LOGIN_FAILURES.inc()
-        raise InvalidGrant("invalid username or password")
+        raise LoginFailed("invalid username or password")
