@@ -212,6 +212,8 @@ def cmd_create_client(args: argparse.Namespace, env: Mapping[str, str]) -> int:
 def cmd_create_user(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     from service.accounts.passwords import PasswordHasher, password_problem
     from service.accounts.users import UsernameTaken, UserStore
+    from service.admin.accounts import check_username
+    from service.errors import OAuthError
 
     password = env.get("ROTOR_PASSWORD")
     if password is None:
@@ -219,8 +221,10 @@ def cmd_create_user(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     problem = password_problem(password)
     if problem:
         return _fail(problem)
-    if not 1 <= len(args.username) <= 255:
-        return _fail("username must be 1 to 255 characters")
+    try:
+        check_username(args.username)  # as POST /admin/users checks it
+    except OAuthError as exc:
+        return _fail(exc.description)
     settings, _embedded = _settings(env)
 
     async def work(connection: Any) -> Any:

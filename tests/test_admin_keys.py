@@ -228,6 +228,25 @@ async def test_rotation_of_a_young_next_key_is_409_and_changes_nothing(
     assert kid_of(await login_token(rotor, app)) == keys.active
 
 
+async def test_rotation_with_no_next_key_makes_and_keeps_one_and_answers_409(
+    rotor: Rotor, ops: Ops
+) -> None:
+    """Reached only if the next key's row went missing: the new next key must
+    survive the 409 that asks to wait, or every retry would answer the same."""
+    await rotor.db.execute("DELETE FROM signing_keys WHERE state = 'next'")
+    response = await rotate(rotor, ops, {"force": True})
+    assert (response.status_code, response.json()) == (
+        409,
+        {
+            "error": "conflict",
+            "error_description": "there was no next key; one was made: rotate again later",
+        },
+    )
+    made = await rotor.db.fetchval("SELECT count(*) FROM signing_keys WHERE state = 'next'")
+    assert made == 1
+    assert (await rotate(rotor, ops, {"force": True})).status_code == 200
+
+
 async def test_rotation_with_a_bad_body_is_400_and_changes_nothing(rotor: Rotor, ops: Ops) -> None:
     before = await snapshot(rotor.db)
     headers = {**ops.headers, "Content-Type": "application/json"}

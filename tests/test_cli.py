@@ -205,6 +205,19 @@ async def test_create_user_refuses_a_seven_character_password(
     assert (result.returncode != 0, result.stdout, count) == (True, "", 0), result.stderr
 
 
+@pytest.mark.parametrize("username", ["", "tab\there", "x" * 256])
+async def test_create_user_refuses_what_the_admin_api_refuses(
+    env: dict[str, str], db: asyncpg.Connection, username: str
+) -> None:
+    result = rotor("create-user", "--username", username, env={**env, "ROTOR_PASSWORD": PASSWORD})
+    assert (result.returncode, result.stdout, result.stderr.strip()) == (
+        1,
+        "",
+        "rotor: username must be 1 to 255 printable characters",
+    )
+    assert await db.fetchval("SELECT count(*) FROM users") == 0
+
+
 async def test_create_user_refuses_a_taken_username(
     env: dict[str, str], db: asyncpg.Connection
 ) -> None:

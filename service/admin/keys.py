@@ -52,23 +52,29 @@ async def rotate_keys(
             min_age,
         )
         if upcoming is None:
+            # Made and committed; the answer says to wait, as for a young key.
             await store.create(connection, alg, "next")
-            raise Conflict("there was no next key; one was made: rotate again later")
-        if not upcoming["seasoned"] and not force:
+        elif not upcoming["seasoned"] and not force:
             raise Conflict(
                 f"the next key has been published for less than {min_age} s "
                 "(ROTOR_JWKS_MAX_AGE); caches may not know it yet: retry later "
                 "or force"
             )
-        retired = await connection.fetchval(
-            "UPDATE signing_keys SET state = 'retired', retired_at = now() "
-            "WHERE state = 'active' RETURNING kid"
-        )
-        row = await _promote(connection, upcoming["kid"])
-        await store.create(connection, alg, "next")
-        await record(
-            connection, "key_rotated", caller, detail={"kid": row["kid"], "retired_kid": retired}
-        )
+        else:
+            retired = await connection.fetchval(
+                "UPDATE signing_keys SET state = 'retired', retired_at = now() "
+                "WHERE state = 'active' RETURNING kid"
+            )
+            row = await _promote(connection, upcoming["kid"])
+            await store.create(connection, alg, "next")
+            await record(
+                connection,
+                "key_rotated",
+                caller,
+                detail={"kid": row["kid"], "retired_kid": retired},
+            )
+    if upcoming is None:
+        raise Conflict("there was no next key; one was made: rotate again later")
     return key_view(row)
 
 
