@@ -11,6 +11,7 @@ import asyncio
 import io
 import json
 import logging
+import sys
 from collections.abc import Iterator
 
 import pytest
@@ -255,3 +256,46 @@ def test_a_broken_stream_never_fails_the_request(capsys: pytest.CaptureFixture[s
     handler = logs.JSONLinesHandler(Broken())
     handler.access('{"msg":"request"}\n')  # outside an event loop: written at once
     assert "--- Logging error ---" in capsys.readouterr().err
+
+
+def test_a_logged_exception_shows_where_and_what_but_never_its_message() -> None:
+    secret = "SECRET" + "-TOKEN"  # so that no source line quoted in the trace holds it
+    try:
+        try:
+            raise ValueError(f"invalid input for query argument $1: {secret!r}")
+        except ValueError as inner:
+            raise RuntimeError(f"{secret} again") from inner
+    except RuntimeError:
+        record = logging.LogRecord(
+            "rotor", logging.ERROR, __file__, 1, "unhandled", (), sys.exc_info()
+        )
+    written = JSONFormatter().format(record)
+    exc = json.loads(written)["exc"]
+    assert "SECRET-TOKEN" not in written
+    assert "builtins.ValueError: [withheld]" in exc
+    assert "builtins.RuntimeError: [withheld]" in exc
+    assert "test_a_logged_exception_shows_where_and_what_but_never_its_message" in exc
+
+
+async def test_a_500_answers_generically_and_logs_no_secret(
+    rotor: Rotor, collected: Collector, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from service.tokens.rotation import RotationService
+
+    hidden = "SECRET" + "-IN-A-MESSAGE"  # no source line quoted in the trace holds it
+
+    async def broken(*_: object) -> None:
+        raise RuntimeError(f"refresh_token={hidden}")
+
+    monkeypatch.setattr(RotationService, "refresh", broken)
+    client = await rotor.client()
+    response = await rotor.http.post(
+        "/refresh", json={"refresh_token": "SECRET-IN-THE-BODY"}, headers=client.auth
+    )
+    assert (response.status_code, response.json()) == (
+        500,
+        {"error": "server_error", "error_description": "the server could not answer this request"},
+    )
+    logged = "\n".join(collected.lines)
+    assert "builtins.RuntimeError: [withheld]" in logged
+    assert (hidden in logged, "SECRET-IN-THE-BODY" in logged) == (False, False)

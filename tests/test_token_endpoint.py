@@ -848,3 +848,22 @@ async def test_slashed_paths_answer_with_the_no_store_headers_too(rotor: Rotor, 
         response.headers.get("cache-control"),
         response.headers.get("pragma"),
     ) == (expected, "no-store", "no-cache"), response.text
+
+
+async def test_a_repeated_parameter_is_named_only_when_it_is_the_protocols(
+    rotor: Rotor,
+) -> None:
+    """A secret sent as a bare field name must not come back in the answer."""
+    client = await rotor.client()
+    secret_name = "S3CRET-VALUE-THAT-MUST-NOT-ECHO"
+    cases = {
+        "scope": ("parameter 'scope' is repeated", [("scope", "read"), ("scope", "write")]),
+        secret_name: ("a parameter is repeated", [(secret_name, ""), (secret_name, "")]),
+    }
+    for name, (description, pairs) in cases.items():
+        response = await post_pairs(rotor, [*LOGIN, *pairs], client.auth)
+        assert (response.status_code, response.json()) == (
+            400,
+            {"error": "invalid_request", "error_description": description},
+        ), name
+        assert secret_name not in response.text

@@ -26,6 +26,21 @@ def parse_form(body: bytes, content_type: str | None) -> dict[str, str]:
     return parse_pairs(body)
 
 
+NAMED_PARAMETERS = frozenset(
+    {
+        "grant_type",
+        "username",
+        "password",
+        "scope",
+        "refresh_token",
+        "client_id",
+        "client_secret",
+        "token",
+        "token_type_hint",
+    }
+)
+
+
 def parse_pairs(body: bytes) -> dict[str, str]:
     try:
         text = body.decode("utf-8")
@@ -42,7 +57,10 @@ def parse_pairs(body: bytes) -> dict[str, str]:
         if "\x00" in name or "\x00" in value:
             raise InvalidRequest("parameters must not contain NUL characters")
         if name in seen:
-            raise InvalidRequest(f"parameter {name[:40]!r} is repeated")
+            # Only a parameter of the protocol is named: any other name is the
+            # caller's text, and may be a secret sent as a bare field.
+            shown = f"parameter {name!r}" if name in NAMED_PARAMETERS else "a parameter"
+            raise InvalidRequest(f"{shown} is repeated")
         seen.add(name)
         if value != "":
             form[name] = value

@@ -16,6 +16,7 @@ import logging
 import re
 import sys
 import time
+import traceback
 from typing import Any, TextIO
 
 import msgspec
@@ -52,6 +53,11 @@ def _entry(created: float, level: str, logger: str, message: str) -> dict[str, A
     return entry
 
 
+def _type_name(link: traceback.TracebackException) -> str:
+    kind = link.exc_type
+    return "?" if kind is None else f"{kind.__module__}.{kind.__qualname__}"
+
+
 class JSONFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         entry = _entry(record.created, record.levelname.lower(), record.name, record.getMessage())
@@ -61,6 +67,18 @@ class JSONFormatter(logging.Formatter):
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)
         return msgspec.json.encode(entry, enc_hook=str).decode()
+
+    def formatException(self, ei: Any) -> str:  # noqa: N802 (logging's name)
+        """Where it happened and what type it was, down the chain of causes;
+        never the exceptions' messages, which may quote what was sent (asyncpg's
+        DataError quotes the offending argument, a token for all we know)."""
+        parts: list[str] = []
+        link: traceback.TracebackException | None = traceback.TracebackException(*ei)
+        while link is not None:
+            parts.append("".join(link.stack.format()))
+            parts.append(f"{getattr(link, 'exc_type_str', None) or _type_name(link)}: [withheld]")
+            link = link.__cause__ or (None if link.__suppress_context__ else link.__context__)
+        return "\n".join(part.rstrip("\n") for part in parts if part)
 
 
 # Access lines wait at most this long, or until this many have gathered.
