@@ -310,11 +310,19 @@ async def test_refresh_and_token_endpoint_answer_alike(rotor: Rotor):
         assert at_refresh[key] == at_token[key]
 
     cases: list[dict[str, Any]] = [
-        {"token": "no-such-token"},  # unknown
-        {"token": None},  # missing
-        {"token": at_refresh["refresh_token"], "scope": "read admin"},  # widening
-        {"token": at_refresh["refresh_token"], "secret": "wrong"},  # failed client auth
-        {"token": "x" * 10_000},  # too long
+        {"token": "no-such-token", "answer": (400, "invalid_grant")},  # unknown
+        {"token": None, "answer": (400, "invalid_request")},  # missing
+        {  # widening
+            "token": at_refresh["refresh_token"],
+            "scope": "read admin",
+            "answer": (400, "invalid_scope"),
+        },
+        {  # failed client auth
+            "token": at_refresh["refresh_token"],
+            "secret": "wrong",
+            "answer": (401, "invalid_client"),
+        },
+        {"token": "x" * 10_000, "answer": (400, "invalid_grant")},  # too long
     ]
     for case in cases:
         answers = [
@@ -329,6 +337,7 @@ async def test_refresh_and_token_endpoint_answer_alike(rotor: Rotor):
             for way in VIAS
         ]
         assert len({(a.status_code, a.text) for a in answers}) == 1, [a.text for a in answers]
+        assert_error(answers[0], *case["answer"])
         assert {a.headers.get("www-authenticate") for a in answers} == {
             answers[0].headers.get("www-authenticate")
         }
@@ -343,6 +352,19 @@ async def test_refresh_and_token_endpoint_answer_alike(rotor: Rotor):
 
 
 # --------------------------------------------------------------------------- reuse, grace 0
+
+
+@pytest.mark.parametrize("scope", ["read admin", "", "read"])
+async def test_a_spent_token_is_reuse_whatever_scope_it_asks_for(rotor: Rotor, scope: str):
+    """Scope is checked for a live token only: a thief replaying a spent token
+    must not learn, by asking for a wider scope, that it is spent without
+    tripping the alarm (CONTRACT 3.3's "changes nothing" is for live tokens)."""
+    session = await begin(rotor)
+    assert_tokens(await present(rotor, "refresh-json", session.token, session.client))
+    replay = await present(rotor, "refresh-json", session.token, session.client, scope=scope)
+    assert_error(replay, 400, "invalid_grant")
+    row = await family(rotor.db, session.family_id)
+    assert row["revoked_reason"] == "reuse_detected"
 
 
 async def test_replaying_a_spent_token_revokes_the_family(settings, db):
@@ -892,6 +914,10 @@ STRICT_JSON_BODIES = {
     "lone-surrogate": (b'{"refresh_token": "TOKEN", "scope": "\\ud800"}', NOT_JSON),
     "nan": (b'{"refresh_token": "TOKEN", "ttl": NaN}', NOT_JSON),
     "too-deep": (b'{"refresh_token": "TOKEN", "x": ' + b"[" * 5000 + b"]" * 5000 + b"}", NOT_JSON),
+    "nul-in-a-member": (
+        b'{"refresh_token": "TOKEN", "scope": "read\\u0000"}',
+        "scope must not contain NUL characters",
+    ),
     "repeated-token, the live one last": (
         b'{"refresh_token": "bogus", "refresh_token": "TOKEN"}',
         "refresh_token is repeated in the JSON body",
@@ -1055,3 +1081,32 @@ async def test_concurrent_refreshes_share_one_successor_with_grace(settings, db)
             assert (await family(db, session.family_id))["revoked_at"] is None
             assert await events(db, session.family_id) == []
     print("grace 30 rounds:", tallies)
+
+
+async def test_rotation_that_keeps_conflicting_gives_up_with_invalid_grant(
+    rotor: Rotor, monkeypatch: pytest.MonkeyPatch
+):
+    """Serialization failures are retried a bounded number of times, then
+    answered as a refusal, never a 500; the token stays unspent."""
+    from service.tokens.rotation import MAX_ATTEMPTS, RotationService
+
+    session = await begin(rotor)
+    before = await snapshot(rotor.db, session.family_id)
+    tries: list[object] = []
+
+    async def conflicting(*args: object) -> None:
+        tries.append(args)
+        raise asyncpg.SerializationError("could not serialize access")
+
+    monkeypatch.setattr(RotationService, "_rotate", conflicting)
+    answer = await present(rotor, "refresh-json", session.token, session.client)
+    assert (answer.status_code, answer.json(), len(tries)) == (
+        400,
+        {
+            "error": "invalid_grant",
+            "error_description": "concurrent requests with the same refresh token",
+        },
+        MAX_ATTEMPTS,
+    )
+    monkeypatch.undo()
+    await assert_untouched_and_usable(rotor, "refresh-json", session, before)

@@ -801,6 +801,20 @@ async def test_password_over_1024_characters_is_refused_without_hashing(rotor: R
     assert await count(rotor.db, "security_events") == 0
 
 
+@pytest.mark.parametrize("length", [256, 10_000])
+async def test_username_over_255_characters_is_refused_without_hashing(
+    rotor: Rotor, length: int
+) -> None:
+    client = await rotor.client()
+    response = await rotor.login(client, username="u" * length)
+    assert (response.status_code, response.json()) == (
+        400,
+        {"error": "invalid_request", "error_description": "username or password too long"},
+    )
+    assert await count(rotor.db, "login_failures") == 0
+    assert await count(rotor.db, "security_events") == 0
+
+
 async def test_password_length_counts_unicode_characters(rotor: Rotor) -> None:
     client = await rotor.client()
     password = "\u00e9" * 1024  # 1024 characters, 2048 bytes in UTF-8

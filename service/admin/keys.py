@@ -91,6 +91,8 @@ async def revoke_key(
 ) -> dict[str, Any]:
     """A compromised key leaves the JWKS at once; revoking the active key first
     promotes the next one and makes a new next key."""
+    if "\x00" in kid:  # PostgreSQL text cannot hold it, so no kid does
+        raise NotFound("no such key")
     async with connection.transaction():
         await connection.execute("SELECT pg_advisory_xact_lock($1)", KEYS_LOCK_ID)
         state = await connection.fetchval("SELECT state FROM signing_keys WHERE kid = $1", kid)

@@ -64,8 +64,8 @@ def _typed(value: Any, kind: type) -> Any:
         return datetime.fromisoformat(str(value))
     if kind is uuid.UUID:
         return uuid.UUID(str(value))
-    if kind is int:
-        if not isinstance(value, int) or isinstance(value, bool):
+    if kind is int:  # a bigint in the database
+        if not isinstance(value, int) or isinstance(value, bool) or abs(value) >= 2**63:
             raise ValueError
         return value
     return str(value)
@@ -85,4 +85,7 @@ def parse_time(value: str, what: str) -> datetime:
         raise BadRequest(f"{what} must be an RFC 3339 time") from None
     if moment.tzinfo is None:
         raise BadRequest(f"{what} must carry a time zone (RFC 3339)")
-    return moment
+    try:  # 9999-12-31T23:59:59-01:00 is in year 10000 in UTC, as PostgreSQL stores it
+        return moment.astimezone(UTC)
+    except OverflowError:
+        raise BadRequest(f"{what} is out of range") from None

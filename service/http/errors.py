@@ -74,7 +74,9 @@ def bad_data(_: AnyRequest, exc: asyncpg.DataError) -> Response[dict[str, str]]:
     # the caller's error, never a 500. Checks at the edge should catch it first,
     # so it is logged for a look.
     log.warning("database refused a value", extra={"sqlstate": exc.sqlstate})
-    return error_response(400, "invalid_request", "the request contains invalid characters")
+    return error_response(
+        400, "invalid_request", "a value in the request is out of range or holds a NUL character"
+    )
 
 
 def hashing_unavailable(_: AnyRequest, exc: HashingUnavailable) -> Response[dict[str, str]]:
