@@ -303,6 +303,43 @@ async def test_concurrent_attempts_never_exceed_the_limit(
     assert await failures(db, "username", "alice") == MAX_FAILURES
 
 
+async def test_more_simultaneous_right_passwords_than_the_limit_all_log_in(
+    settings: Settings, db: asyncpg.Connection
+) -> None:
+    """Only failures lock (CONTRACT section 1): attempts beyond the limit wait
+    for those in flight instead of being refused."""
+    async with serve_in_loop(settings, db, PEER) as rotor:
+        client = await rotor.client()
+        await rotor.user()
+        responses = await asyncio.gather(*(login(rotor, client) for _ in range(3 * MAX_FAILURES)))
+
+    assert [response.status_code for response in responses] == [200] * (3 * MAX_FAILURES)
+    assert await failures(db, "username", "alice") == 0
+
+
+async def test_guesses_beside_right_passwords_never_exceed_the_limit(
+    settings: Settings, db: asyncpg.Connection
+) -> None:
+    """Wrong and right passwords at once: which answer each gets depends on the
+    order of the checks (a success clears the failures before it); every 400
+    is a recorded failure, the count never passes the limit, and no attempt
+    is left in flight."""
+    async with serve_in_loop(settings, db, PEER) as rotor:
+        client = await rotor.client()
+        await rotor.user()
+        attempts = [login(rotor, client, password=f"wrong {n}") for n in range(2 * MAX_FAILURES)]
+        attempts += [login(rotor, client) for _ in range(MAX_FAILURES)]
+        responses = await asyncio.gather(*attempts)
+
+    wrong = [response.status_code for response in responses[: 2 * MAX_FAILURES]]
+    right = [response.status_code for response in responses[2 * MAX_FAILURES :]]
+    assert set(wrong) <= {400, 429}
+    assert set(right) <= {200, 429}  # 429 once the wrong ones lock the account first
+    assert len(await events(db, "login_failed")) == wrong.count(400)
+    assert await failures(db, "username", "alice") <= MAX_FAILURES
+    assert await db.fetchval("SELECT count(*) FROM login_failures WHERE pending") == 0
+
+
 async def test_simultaneous_honest_logins_from_one_ip_are_not_locked_out(
     settings: Settings, db: asyncpg.Connection
 ) -> None:
@@ -504,3 +541,61 @@ async def test_a_wrong_password_keeps_its_reserved_row_as_the_failure(
     await rotor.user()
     await fail(rotor, client)
     assert await failures(db, "username", "alice") == 1
+
+
+async def pending_rows(db: asyncpg.Connection, count: int, age: int = 0) -> None:
+    """Attempts in flight in some other process (or left by a dead one)."""
+    await db.executemany(
+        "INSERT INTO login_failures (subject_kind, subject, pending, at) "
+        "VALUES ('username', 'alice', true, now() - make_interval(secs => $1))",
+        [(age,)] * count,
+    )
+
+
+async def test_an_attempt_waits_for_those_in_flight_then_logs_in(
+    settings: Settings, db: asyncpg.Connection
+) -> None:
+    async with serve_in_loop(settings, db, PEER) as rotor:
+        client = await rotor.client()
+        await rotor.user()
+        await pending_rows(db, MAX_FAILURES)
+        waiting = asyncio.ensure_future(login(rotor, client))
+        await asyncio.sleep(0.5)
+        assert not waiting.done()
+        await db.execute("DELETE FROM login_failures WHERE pending")  # they ended well
+        response = await asyncio.wait_for(waiting, 10)
+    assert response.status_code == 200, response.text
+
+
+async def test_attempts_in_flight_for_too_long_make_a_login_503(
+    settings: Settings, db: asyncpg.Connection, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from service.tokens import grants
+
+    monkeypatch.setattr(grants, "IN_FLIGHT_MAX_WAIT", 0.3)
+    async with serve_in_loop(settings, db, PEER) as rotor:
+        client = await rotor.client()
+        await rotor.user()
+        await pending_rows(db, MAX_FAILURES)
+        response = await login(rotor, client)
+    assert (response.status_code, response.json(), response.headers["retry-after"]) == (
+        503,
+        {
+            "error": "temporarily_unavailable",
+            "error_description": "too many logins in progress; retry shortly",
+        },
+        "1",
+    )
+
+
+async def test_pending_rows_of_a_dead_process_count_as_failures(
+    settings: Settings, db: asyncpg.Connection
+) -> None:
+    from service.accounts.throttle import STALE_PENDING
+
+    async with serve(settings, db, login_window=10 * STALE_PENDING) as rotor:
+        client = await rotor.client()
+        await rotor.user()
+        await pending_rows(db, MAX_FAILURES - 1, age=STALE_PENDING + 1)
+        assert (await login(rotor, client, password="wrong")).status_code == 400
+        assert_locked(await login(rotor, client))

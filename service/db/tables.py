@@ -186,7 +186,8 @@ security_events = Table(
 )
 
 # One row per counted password attempt: per username (known or not) and per
-# client IP. Rows older than the window no longer count and are pruned.
+# client IP. Rows older than the window no longer count and are pruned. A
+# username row is `pending` while its attempt's password is being checked.
 login_failures = Table(
     "login_failures",
     metadata,
@@ -194,6 +195,7 @@ login_failures = Table(
     Column("subject_kind", Text, nullable=False),
     Column("subject", Text, nullable=False),
     Column("at", DateTime(timezone=True), nullable=False, server_default=NOW),
+    Column("pending", Boolean, nullable=False, server_default=text("false")),
     CheckConstraint("subject_kind IN ('username', 'ip')", name="subject_kind_known"),
     Index("ix_login_failures_subject_kind_subject_at", "subject_kind", "subject", "at"),
 )

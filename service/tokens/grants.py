@@ -18,10 +18,11 @@ from service.accounts.clients import (
     Credentials,
     authenticate,
 )
-from service.accounts.passwords import MAX_PASSWORD_CHARS, PasswordHasher
+from service.accounts.passwords import MAX_PASSWORD_CHARS, HashQueueFull, PasswordHasher
 from service.accounts.throttle import Attempt, LoginThrottle, Subjects
 from service.accounts.users import User, UserStore
 from service.db.pool import Database
+from service.deadline import deadline_paused
 from service.errors import (
     InvalidGrant,
     InvalidRequest,
@@ -37,6 +38,11 @@ from service.tokens.rotation import RotationService
 from service.tokens.scopes import grant_scope
 
 log = logging.getLogger("rotor.grants")
+
+# An attempt that finds the limit taken up by attempts in flight looks again
+# this often, for at most this long (then 503: logins are backed up).
+IN_FLIGHT_POLL = 0.05
+IN_FLIGHT_MAX_WAIT = 10.0
 
 
 class LoginFailed(InvalidGrant):
@@ -168,10 +174,10 @@ class TokenService:
         scope: str,
     ) -> TokenResponse:
         if not await self._hasher.verify(user.password_hash if user else None, password):
-            await self._login_failed(client, user, subjects, caller, "bad_credentials")
+            await self._login_failed(client, user, attempt, subjects, caller, "bad_credentials")
         assert user is not None
         if user.disabled:
-            await self._login_failed(client, user, subjects, caller, "user_disabled")
+            await self._login_failed(client, user, attempt, subjects, caller, "user_disabled")
         new_hash = None
         if self._hasher.needs_rehash(user.password_hash):
             new_hash = await self._hasher.hash(password)
@@ -193,37 +199,54 @@ class TokenService:
     async def _reserve_attempt(
         self, client: Client, subjects: Subjects, caller: Caller
     ) -> tuple[User | None, Attempt]:
-        """One transaction, committed before any answer: the 429 and its event
-        must survive the error response (STYLE.md, unit of work)."""
-        async with self._db.transaction() as connection:
-            reserved = await self._throttle.reserve(connection, subjects)
-            if isinstance(reserved, Attempt):
-                return await self._users.by_username(connection, subjects.username), reserved
-            await record(
-                connection,
-                "login_locked",
-                caller,
-                client_id=client.id,
-                detail={"retry_after": reserved},
-            )
-        metrics.LOGIN_LOCKOUTS.inc()
-        raise TooManyAttempts(reserved)
+        """Each try is one transaction, committed before any answer: the 429 and
+        its event must survive the error response (STYLE.md, unit of work).
+        While failures and attempts in flight take up the limit, the attempt
+        waits for one of them to end: only failures lock (CONTRACT section 1)."""
+        waited = 0.0
+        while True:
+            async with self._db.transaction() as connection:
+                reserved = await self._throttle.reserve(connection, subjects)
+                if isinstance(reserved, Attempt):
+                    return await self._users.by_username(connection, subjects.username), reserved
+                if isinstance(reserved, int):
+                    await record(
+                        connection,
+                        "login_locked",
+                        caller,
+                        client_id=client.id,
+                        detail={"retry_after": reserved},
+                    )
+            if isinstance(reserved, int):
+                metrics.LOGIN_LOCKOUTS.inc()
+                raise TooManyAttempts(reserved)
+            if waited >= IN_FLIGHT_MAX_WAIT:
+                raise HashQueueFull  # 503 with Retry-After: logins are backed up
+            async with deadline_paused():  # waiting on hashes, as a hash does
+                await asyncio.sleep(IN_FLIGHT_POLL)
+            waited += IN_FLIGHT_POLL
 
     async def _release(self, attempt: Attempt) -> None:
         try:
             async with self._db.transaction() as connection:
                 await self._throttle.release(connection, attempt)
         except Exception:
-            # The row then counts as one failure until it ages out of the window.
+            # The pending row then counts as a failure once STALE_PENDING passes.
             log.warning("a login attempt's reservation could not be released")
 
     async def _login_failed(
-        self, client: Client, user: User | None, subjects: Subjects, caller: Caller, reason: str
+        self,
+        client: Client,
+        user: User | None,
+        attempt: Attempt,
+        subjects: Subjects,
+        caller: Caller,
+        reason: str,
     ) -> None:
-        """The reserved username row stays, the IP failure is added and the event
-        recorded, all committed; then the answer."""
+        """The reserved username row becomes the failure, the IP failure is added
+        and the event recorded, all committed; then the answer."""
         async with self._db.transaction() as connection:
-            await self._throttle.failed(connection, subjects)
+            await self._throttle.failed(connection, subjects, attempt)
             await record(
                 connection,
                 "login_failed",
