@@ -64,6 +64,22 @@ EVENT_KEYS = {
 }
 NEW_PASSWORD = "a brand new passphrase"
 
+# The guard's answers (service/http/admin.py, service/errors.py). RFC 6750 3.1:
+# the challenge names the error only when a Bearer token was sent.
+NO_TOKEN_CHALLENGE = 'Bearer realm="rotor"'
+TOKEN_CHALLENGE = 'Bearer realm="rotor", error="invalid_token"'
+NO_TOKEN = "a Bearer access token is required"
+INVALID_TOKEN = "the access token is invalid or expired"
+REVOKED_TOKEN = "the access token is revoked"
+NOT_ADMIN = (
+    403,
+    {
+        "error": "access_denied",
+        "error_description": "this client does not have the admin permission",
+    },
+)
+NOT_A_UUID = (400, {"error": "invalid_request", "error_description": "id must be a UUID"})
+
 
 # --------------------------------------------------------------------------- helpers
 
@@ -77,6 +93,25 @@ class Session:
 
 def b64encode(raw: bytes) -> str:
     return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+def answer(response: httpx.Response) -> tuple[int, Any, str | None]:
+    """Status, JSON body and WWW-Authenticate of an answer."""
+    return response.status_code, response.json(), response.headers.get("www-authenticate")
+
+
+def refused(description: str, challenge: str = TOKEN_CHALLENGE) -> tuple[int, dict[str, str], str]:
+    """The guard's 401 as `answer` reads it."""
+    return 401, {"error": "invalid_token", "error_description": description}, challenge
+
+
+def error_of(response: httpx.Response) -> tuple[int, Any]:
+    """Status and JSON body of an answer."""
+    return response.status_code, response.json()
+
+
+def error(status: int, code: str, description: str) -> tuple[int, dict[str, str]]:
+    return status, {"error": code, "error_description": description}
 
 
 def header_of(token: str) -> dict[str, Any]:
@@ -212,31 +247,32 @@ def keys_anywhere(document: Any) -> set[str]:
 
 async def test_guard_without_authorization_is_401_with_bearer_challenge(rotor: Rotor) -> None:
     response = await rotor.http.get("/admin/keys")
-    assert response.status_code == 401, response.text
-    assert response.headers["www-authenticate"].startswith("Bearer")
+    assert answer(response) == refused(NO_TOKEN, NO_TOKEN_CHALLENGE)
 
 
 async def test_guard_refuses_malformed_credentials(rotor: Rotor) -> None:
-    for authorization in (
-        "Bearer",
-        "Bearer ",
-        "Bearer garbage",
-        "Bearer a.b.c",
-        "Bearer eyJ.eyJ.sig",
-        "Token abc",
-    ):
+    # RFC 6750 3.1: no error attribute in the challenge when no Bearer token was sent.
+    no_token = refused(NO_TOKEN, NO_TOKEN_CHALLENGE)
+    expected = {
+        "Bearer": no_token,
+        "Bearer ": no_token,
+        "Token abc": no_token,
+        "Bearer garbage": refused(INVALID_TOKEN),
+        "Bearer a.b.c": refused(INVALID_TOKEN),
+        "Bearer eyJ.eyJ.sig": refused(INVALID_TOKEN),
+    }
+    answers = {}
+    for authorization in expected:
         response = await rotor.http.get("/admin/keys", headers={"Authorization": authorization})
-        assert response.status_code == 401, (authorization, response.text)
-        assert response.headers["www-authenticate"].startswith("Bearer"), authorization
-        assert response.json()["error"] == "invalid_token", authorization
+        answers[authorization] = answer(response)
+    assert answers == expected
 
 
 async def test_guard_refuses_basic_even_with_the_admin_clients_credentials(
     rotor: Rotor, ops: Ops
 ) -> None:
     response = await rotor.http.get("/admin/keys", headers=ops.client.auth)
-    assert response.status_code == 401, response.text
-    assert response.headers["www-authenticate"].startswith("Bearer")
+    assert answer(response) == refused(NO_TOKEN, NO_TOKEN_CHALLENGE)
 
 
 async def test_guard_accepts_the_scheme_in_any_case(rotor: Rotor, ops: Ops) -> None:
@@ -250,8 +286,7 @@ async def test_guard_refuses_a_token_whose_jti_was_revoked(rotor: Rotor, ops: Op
     revoked = await rotor.http.post("/revoke", data={"token": ops.token}, headers=ops.client.auth)
     assert revoked.status_code == 200, revoked.text
     response = await rotor.http.get("/admin/keys", headers=ops.headers)
-    assert response.status_code == 401, response.text
-    assert response.headers["www-authenticate"].startswith("Bearer")
+    assert answer(response) == refused(REVOKED_TOKEN)
 
 
 async def test_guard_refuses_an_expired_token(rotor: Rotor, ops: Ops) -> None:
@@ -271,8 +306,7 @@ async def test_guard_refuses_an_expired_token(rotor: Rotor, ops: Ops) -> None:
     response = await rotor.http.get(
         "/admin/keys", headers={"Authorization": f"Bearer {expired.token}"}
     )
-    assert response.status_code == 401, response.text
-    assert response.headers["www-authenticate"].startswith("Bearer")
+    assert answer(response) == refused(INVALID_TOKEN)
 
 
 async def test_guard_refuses_a_token_of_a_revoked_family(rotor: Rotor) -> None:
@@ -284,8 +318,7 @@ async def test_guard_refuses_a_token_of_a_revoked_family(rotor: Rotor) -> None:
     logout = await rotor.http.post("/revoke", data={"token": session.refresh}, headers=admin.auth)
     assert logout.status_code == 200, logout.text
     response = await rotor.http.get("/admin/keys", headers=headers)
-    assert response.status_code == 401, response.text
-    assert response.headers["www-authenticate"].startswith("Bearer")
+    assert answer(response) == refused(REVOKED_TOKEN)
 
 
 async def test_guard_refuses_a_token_with_flipped_signature_bits(rotor: Rotor, ops: Ops) -> None:
@@ -295,8 +328,7 @@ async def test_guard_refuses_a_token_with_flipped_signature_bits(rotor: Rotor, o
     raw[-1] ^= 0x80
     forged = f"{head}.{payload}.{b64encode(bytes(raw))}"
     response = await rotor.http.get("/admin/keys", headers={"Authorization": f"Bearer {forged}"})
-    assert response.status_code == 401, response.text
-    assert response.headers["www-authenticate"].startswith("Bearer")
+    assert answer(response) == refused(INVALID_TOKEN)
 
 
 async def test_guard_refuses_a_token_signed_by_a_foreign_key_under_a_published_kid(
@@ -306,7 +338,7 @@ async def test_guard_refuses_a_token_signed_by_a_foreign_key_under_a_published_k
     header = header_of(ops.token)
     forged = jws.serialize_compact(header, json.dumps(claims_of(ops.token)).encode(), foreign)
     response = await rotor.http.get("/admin/keys", headers={"Authorization": f"Bearer {forged}"})
-    assert response.status_code == 401, response.text
+    assert answer(response) == refused(INVALID_TOKEN)
 
 
 async def test_guard_refuses_alg_none(rotor: Rotor, ops: Ops) -> None:
@@ -316,7 +348,7 @@ async def test_guard_refuses_alg_none(rotor: Rotor, ops: Ops) -> None:
         f"{b64encode(json.dumps(claims_of(ops.token)).encode())}."
     )
     response = await rotor.http.get("/admin/keys", headers={"Authorization": f"Bearer {unsigned}"})
-    assert response.status_code == 401, response.text
+    assert answer(response) == refused(INVALID_TOKEN)
 
 
 async def test_guard_refuses_tokens_signed_by_rotor_with_wrong_claims(
@@ -344,9 +376,14 @@ async def test_guard_refuses_tokens_signed_by_rotor_with_wrong_claims(
         "unknown-client": signed(header, {**claims, "client_id": ZERO_ID, "sub": ZERO_ID}),
         "unknown-kid": signed({**header, "kid": "no-such-kid"}, claims),
     }
+    answers = {}
     for case, token in variants.items():
         response = await rotor.http.get("/admin/keys", headers={"Authorization": f"Bearer {token}"})
-        assert response.status_code == 401, (case, response.text)
+        answers[case] = answer(response)
+    # A verified token of a client that does not exist is answered as a revoked one.
+    expected = dict.fromkeys(variants, refused(INVALID_TOKEN))
+    expected["unknown-client"] = refused(REVOKED_TOKEN)
+    assert answers == expected
 
 
 async def test_guard_checks_the_admin_permission_on_every_request(rotor: Rotor, ops: Ops) -> None:
@@ -355,7 +392,7 @@ async def test_guard_checks_the_admin_permission_on_every_request(rotor: Rotor, 
         "UPDATE clients SET is_admin = false WHERE id = $1", uuid.UUID(ops.client.client_id)
     )
     response = await rotor.http.get("/admin/keys", headers=ops.headers)
-    assert response.status_code == 403, response.text
+    assert error_of(response) == NOT_ADMIN
 
 
 async def test_a_wrong_method_on_an_admin_route_is_405_with_allow(rotor: Rotor, ops: Ops) -> None:
@@ -370,11 +407,11 @@ async def test_guard_answers_403_to_a_valid_token_of_a_client_without_admin(roto
     plain = await rotor.client(grants=["client_credentials"], name="not-admin")
     headers = {"Authorization": f"Bearer {await client_token(rotor, plain)}"}
     listed = await rotor.http.get("/admin/keys", headers=headers)
-    assert listed.status_code == 403, listed.text
+    assert error_of(listed) == NOT_ADMIN
     created = await rotor.http.post(
         "/admin/users", json={"username": "eve", "password": "longpassword"}, headers=headers
     )
-    assert created.status_code == 403, created.text
+    assert error_of(created) == NOT_ADMIN
     assert await rotor.db.fetchval("SELECT count(*) FROM users") == 0
 
 
@@ -398,20 +435,23 @@ ADMIN_ROUTES = [
 
 
 async def test_every_admin_route_is_guarded_before_its_body_is_read(rotor: Rotor) -> None:
+    answers = {}
     for method, path in ADMIN_ROUTES:
         response = await rotor.http.request(
             method, path, content=b"{not json", headers={"Content-Type": "application/json"}
         )
-        assert response.status_code == 401, (method, path, response.text)
-        assert response.headers["www-authenticate"].startswith("Bearer"), (method, path)
+        answers[method, path] = answer(response)
+    assert answers == dict.fromkeys(ADMIN_ROUTES, refused(NO_TOKEN, NO_TOKEN_CHALLENGE))
 
 
 async def test_every_admin_route_answers_403_to_a_client_without_admin(rotor: Rotor) -> None:
     plain = await rotor.client(grants=["client_credentials"], name="not-admin")
     headers = {"Authorization": f"Bearer {await client_token(rotor, plain)}"}
+    answers = {}
     for method, path in ADMIN_ROUTES:
         response = await rotor.http.request(method, path, json={}, headers=headers)
-        assert response.status_code == 403, (method, path, response.text)
+        answers[method, path] = error_of(response)
+    assert answers == dict.fromkeys(ADMIN_ROUTES, NOT_ADMIN)
 
 
 # --------------------------------------------------------------------------- users
@@ -446,35 +486,82 @@ async def test_create_user_with_a_taken_username_is_409(rotor: Rotor, ops: Ops) 
         json={"username": "bob", "password": "another password"},
         headers=ops.headers,
     )
-    assert again.status_code == 409, again.text
+    assert error_of(again) == error(409, "conflict", "username is taken")
     assert await rotor.db.fetchval("SELECT count(*) FROM users WHERE username = 'bob'") == 1
 
 
-PASSWORD_LENGTHS = {
-    "7": ("x" * 7, 422),
-    "8": ("x" * 8, 201),
-    "1024": ("x" * 1024, 201),
-    "1025": ("x" * 1025, 422),
-    "7-emoji": ("\U0001f600" * 7, 422),  # 28 bytes in UTF-8, but 7 characters
-    "8-emoji": ("\U0001f600" * 8, 201),
-    "1024-accented": ("\u00e9" * 1024, 201),  # 2048 bytes in UTF-8, 1024 characters
-    "1025-accented": ("\u00e9" * 1025, 422),
+TOO_SHORT = error(422, "invalid_request", "password must be at least 8 characters")
+TOO_LONG = error(422, "invalid_request", "password must be at most 1024 characters")
+BAD_USERNAME = error(422, "invalid_request", "username must be 1 to 255 printable characters")
+
+# Each password and its refusal (None: the user is created).
+PASSWORD_LENGTHS: dict[str, tuple[str, tuple[int, dict[str, str]] | None]] = {
+    "7": ("x" * 7, TOO_SHORT),
+    "8": ("x" * 8, None),
+    "1024": ("x" * 1024, None),
+    "1025": ("x" * 1025, TOO_LONG),
+    "7-emoji": ("\U0001f600" * 7, TOO_SHORT),  # 28 bytes in UTF-8, but 7 characters
+    "8-emoji": ("\U0001f600" * 8, None),
+    "1024-accented": ("\u00e9" * 1024, None),  # 2048 bytes in UTF-8, 1024 characters
+    "1025-accented": ("\u00e9" * 1025, TOO_LONG),
 }
 
 
 async def test_password_length_counts_unicode_characters(
     rotor: Rotor, ops: Ops, app: RegisteredClient
 ) -> None:
-    for case, (password, status) in PASSWORD_LENGTHS.items():
+    for case, (password, refusal) in PASSWORD_LENGTHS.items():
         username = f"user-{case}"
         response = await rotor.http.post(
             "/admin/users", json={"username": username, "password": password}, headers=ops.headers
         )
-        assert response.status_code == status, (case, response.text)
+        if refusal is None:
+            assert response.status_code == 201, (case, response.text)
+        else:
+            assert error_of(response) == refusal, case
         stored = await rotor.db.fetchval("SELECT count(*) FROM users WHERE username = $1", username)
-        assert stored == (1 if status == 201 else 0), case
-        if status == 201:
+        assert stored == (0 if refusal else 1), case
+        if refusal is None:
             assert (await rotor.login(app, username, password)).status_code == 200, case
+
+
+BAD_USERNAMES = {
+    "empty": "",
+    "256-chars": "u" * 256,
+    "newline": "a\nb",
+    "tab": "a\tb",
+    "escape": "a\x1bb",
+    "nul": "a\x00b",
+    "delete": "a\x7fb",
+}
+
+
+async def test_create_user_refuses_a_bad_username_with_422_and_creates_nothing(
+    rotor: Rotor, ops: Ops
+) -> None:
+    before = await rotor.db.fetchval("SELECT count(*) FROM users")
+    answers = {}
+    for case, username in BAD_USERNAMES.items():
+        response = await rotor.http.post(
+            "/admin/users", json={"username": username, "password": PASSWORD}, headers=ops.headers
+        )
+        answers[case] = error_of(response)
+    assert answers == dict.fromkeys(BAD_USERNAMES, BAD_USERNAME)
+    assert await rotor.db.fetchval("SELECT count(*) FROM users") == before
+
+
+async def test_create_user_accepts_a_username_of_255_printable_characters(
+    rotor: Rotor, ops: Ops
+) -> None:
+    """The control for the refusals above: the longest username, non-ASCII and spaces."""
+    username = "\u00e9 " * 127 + "z"
+    assert len(username) == 255
+    response = await rotor.http.post(
+        "/admin/users", json={"username": username, "password": PASSWORD}, headers=ops.headers
+    )
+    assert response.status_code == 201, response.text
+    assert response.json()["username"] == username
+    assert await rotor.db.fetchval("SELECT username FROM users") == username
 
 
 NEAR_MISSES = {
@@ -556,11 +643,13 @@ async def test_a_signed_token_without_a_uuid_client_id_is_401_not_500(
     services = rotor.http.app.state.services  # type: ignore[attr-defined]
     issuer = AccessTokenIssuer(services.settings, services.keys)
     issued = issuer.issue(subject="x", client_id="not-a-uuid", scope="", family_id=None)
+    answers = {}
     for method, path in ADMIN_ROUTES:
         response = await rotor.http.request(
             method, path, json={}, headers={"Authorization": f"Bearer {issued.token}"}
         )
-        assert (response.status_code, response.json()["error"]) == (401, "invalid_token"), path
+        answers[method, path] = answer(response)
+    assert answers == dict.fromkeys(ADMIN_ROUTES, refused(INVALID_TOKEN))
 
 
 async def test_get_user_shows_no_hash_and_an_rfc3339_utc_created_at(rotor: Rotor, ops: Ops) -> None:
@@ -589,12 +678,17 @@ async def test_user_routes_answer_404_for_unknown_and_400_for_malformed_ids(
         ("GET", "/families", None),
         ("POST", "/revoke", None),
     ]
-    for user_id, status in ((ZERO_ID, 404), ("not-a-uuid", 400), ("1", 400)):
+    no_such_user = error(404, "not_found", "no such user")
+    for user_id, expected in (
+        (ZERO_ID, no_such_user),
+        ("not-a-uuid", NOT_A_UUID),
+        ("1", NOT_A_UUID),
+    ):
         for method, suffix, payload in routes:
             response = await rotor.http.request(
                 method, f"/admin/users/{user_id}{suffix}", json=payload, headers=ops.headers
             )
-            assert response.status_code == status, (method, user_id, suffix, response.text)
+            assert error_of(response) == expected, (method, user_id, suffix)
 
 
 async def test_disabling_a_user_revokes_every_family_and_its_tokens(
@@ -673,21 +767,34 @@ async def test_patch_user_with_a_bad_body_is_400_and_changes_nothing(
     rotor: Rotor, ops: Ops
 ) -> None:
     user_id = await rotor.user("alice")
-    for payload in ({}, {"disabled": "yes"}, {"disabled": None}, {"disabled": 2}, [True]):
+    payloads: list[tuple[Any, str]] = [
+        ({}, "invalid body: Object missing required field `disabled`"),
+        ({"disabled": "yes"}, "invalid body: Expected `bool`, got `str` - at `$.disabled`"),
+        ({"disabled": None}, "invalid body: Expected `bool`, got `null` - at `$.disabled`"),
+        ({"disabled": 2}, "invalid body: Expected `bool`, got `int` - at `$.disabled`"),
+        ([True], "the body must be a JSON object"),
+    ]
+    for payload, description in payloads:
         response = await rotor.http.patch(
             f"/admin/users/{user_id}", json=payload, headers=ops.headers
         )
-        assert response.status_code == 400, (payload, response.text)
+        assert error_of(response) == error(400, "invalid_request", description), payload
     assert await rotor.db.fetchval("SELECT disabled FROM users") is False
 
 
 async def test_patch_user_refuses_booleans_of_the_wrong_json_type(rotor: Rotor, ops: Ops) -> None:
     user_id = await rotor.user("alice")
-    for payload in ({"disabled": "true"}, {"disabled": 1}, {"disabled": "1"}):
+    payloads: list[tuple[Any, str]] = [
+        ({"disabled": "true"}, "str"),
+        ({"disabled": 1}, "int"),
+        ({"disabled": "1"}, "str"),
+    ]
+    for payload, sent in payloads:
         response = await rotor.http.patch(
             f"/admin/users/{user_id}", json=payload, headers=ops.headers
         )
-        assert response.status_code == 400, (payload, response.text)
+        description = f"invalid body: Expected `bool`, got `{sent}` - at `$.disabled`"
+        assert error_of(response) == error(400, "invalid_request", description), payload
     assert await rotor.db.fetchval("SELECT disabled FROM users") is False
 
 
@@ -721,11 +828,11 @@ async def test_a_refused_password_change_changes_nothing(
 ) -> None:
     user_id = await rotor.user("alice")
     session = await login(rotor, app)
-    for password in ("short", "y" * 1025):
+    for password, refusal in (("short", TOO_SHORT), ("y" * 1025, TOO_LONG)):
         response = await rotor.http.post(
             f"/admin/users/{user_id}/password", json={"password": password}, headers=ops.headers
         )
-        assert response.status_code == 422, (len(password), response.text)
+        assert error_of(response) == refusal, len(password)
     await assert_session_live(rotor, gateway, session)
     assert (await rotor.login(app, "alice", PASSWORD)).status_code == 200
 
@@ -814,63 +921,127 @@ async def test_client_flags_take_effect(rotor: Rotor, ops: Ops) -> None:
     assert (await introspect(rotor, second, token))["active"] is True
 
 
-BAD_CLIENTS: dict[str, Any] = {
-    "implicit": {"name": "x", "grant_types": ["implicit"]},
-    "authorization_code": {"name": "x", "grant_types": ["authorization_code"]},
-    "public-client-credentials": {
-        "name": "x",
-        "grant_types": ["client_credentials"],
-        "public": True,
-    },
-    "public-mixed": {
-        "name": "x",
-        "grant_types": ["password", "client_credentials"],
-        "public": True,
-    },
-    "no-name": {"grant_types": ["password"]},
-    "grants-string": {"name": "x", "grant_types": "password"},
-    "public-word": {"name": "x", "public": "no"},
-    "name-int": {"name": 7},
-    "array": [{"name": "x"}],
+BAD_NAME = "name must be 1 to 200 printable characters"
+UNKNOWN_GRANT = "unknown grant type(s); known: password, client_credentials, refresh_token"
+PUBLIC_GRANTS = "a public client may use only the password and refresh_token grants"
+PUBLIC_FLAGS = "a public client cannot introspect or be an admin"
+BAD_SCOPES = "scopes must be scope tokens (RFC 6749 section 3.3)"
+
+# Each refused body and the error_description of its 400 invalid_request.
+BAD_CLIENTS: dict[str, tuple[Any, str]] = {
+    "implicit": ({"name": "x", "grant_types": ["implicit"]}, UNKNOWN_GRANT),
+    "authorization_code": ({"name": "x", "grant_types": ["authorization_code"]}, UNKNOWN_GRANT),
+    "public-client-credentials": (
+        {"name": "x", "grant_types": ["client_credentials"], "public": True},
+        PUBLIC_GRANTS,
+    ),
+    "public-mixed": (
+        {"name": "x", "grant_types": ["password", "client_credentials"], "public": True},
+        PUBLIC_GRANTS,
+    ),
+    "name-empty": ({"name": "", "grant_types": ["client_credentials"]}, BAD_NAME),
+    "name-201-chars": ({"name": "n" * 201, "grant_types": ["client_credentials"]}, BAD_NAME),
+    "name-newline": ({"name": "a\nb", "grant_types": ["client_credentials"]}, BAD_NAME),
+    "name-nul": ({"name": "a\x00b", "grant_types": ["client_credentials"]}, BAD_NAME),
+    # RFC 7662 2.1: introspection needs an authenticated caller; so does admin.
+    "public-can-introspect": (
+        {"name": "x", "grant_types": ["password"], "public": True, "can_introspect": True},
+        PUBLIC_FLAGS,
+    ),
+    "public-is-admin": (
+        {"name": "x", "grant_types": ["password"], "public": True, "is_admin": True},
+        PUBLIC_FLAGS,
+    ),
+    "scope-with-a-space": ({"name": "x", "scopes": ["bad scope"]}, BAD_SCOPES),
+    "scope-empty": ({"name": "x", "scopes": ["read", ""]}, BAD_SCOPES),
+    "scope-with-a-quote": ({"name": "x", "scopes": ['say"hi']}, BAD_SCOPES),
+    "no-name": (
+        {"grant_types": ["password"]},
+        "invalid body: Object missing required field `name`",
+    ),
+    "grants-string": (
+        {"name": "x", "grant_types": "password"},
+        "invalid body: Expected `array`, got `str` - at `$.grant_types`",
+    ),
+    "public-word": (
+        {"name": "x", "public": "no"},
+        "invalid body: Expected `bool`, got `str` - at `$.public`",
+    ),
+    "name-int": ({"name": 7}, "invalid body: Expected `str`, got `int` - at `$.name`"),
+    "array": ([{"name": "x"}], "the body must be a JSON object"),
 }
 
 
 async def test_create_client_refusals_are_400_and_create_nothing(rotor: Rotor, ops: Ops) -> None:
     before = await rotor.db.fetchval("SELECT count(*) FROM clients")
-    for case, payload in BAD_CLIENTS.items():
+    answers = {}
+    for case, (payload, _) in BAD_CLIENTS.items():
         response = await rotor.http.post("/admin/clients", json=payload, headers=ops.headers)
-        assert response.status_code == 400, (case, response.text)
-        assert response.json()["error"] == "invalid_request", case
+        answers[case] = error_of(response)
+    assert answers == {
+        case: error(400, "invalid_request", description)
+        for case, (_, description) in BAD_CLIENTS.items()
+    }
     assert await rotor.db.fetchval("SELECT count(*) FROM clients") == before
+
+
+async def test_create_client_accepts_the_limits_the_refusals_lie_beyond(
+    rotor: Rotor, ops: Ops
+) -> None:
+    """The control for the refusals above: a name of 200 printable characters,
+    scope tokens of every allowed kind, a public client without flags."""
+    name = "\u00e9 " * 99 + "zz"
+    assert len(name) == 200
+    scopes = ["read", "a:b/c", "!#[]~"]
+    response = await rotor.http.post(
+        "/admin/clients",
+        json={"name": name, "grant_types": ["password"], "scopes": scopes, "public": True},
+        headers=ops.headers,
+    )
+    assert response.status_code == 201, response.text
+    body = response.json()
+    assert (body["name"], body["scopes"], body["public"]) == (name, scopes, True)
+    row = await rotor.db.fetchrow(
+        "SELECT name, scopes FROM clients WHERE id = $1", uuid.UUID(body["client_id"])
+    )
+    assert (row["name"], list(row["scopes"])) == (name, scopes)
 
 
 async def test_create_client_refuses_flags_of_the_wrong_json_type(rotor: Rotor, ops: Ops) -> None:
     before = await rotor.db.fetchval("SELECT count(*) FROM clients")
-    for flag in ({"is_admin": "true"}, {"is_admin": 1}, {"public": "false"}):
+    flags: list[tuple[dict[str, Any], str]] = [
+        ({"is_admin": "true"}, "invalid body: Expected `bool`, got `str` - at `$.is_admin`"),
+        ({"is_admin": 1}, "invalid body: Expected `bool`, got `int` - at `$.is_admin`"),
+        ({"public": "false"}, "invalid body: Expected `bool`, got `str` - at `$.public`"),
+    ]
+    for flag, description in flags:
         payload = {"name": "x", "grant_types": ["client_credentials"], **flag}
         response = await rotor.http.post("/admin/clients", json=payload, headers=ops.headers)
-        assert response.status_code == 400, (flag, response.text)
+        assert error_of(response) == error(400, "invalid_request", description), flag
     assert await rotor.db.fetchval("SELECT count(*) FROM clients") == before
 
 
 async def test_create_client_with_invalid_json_is_400(rotor: Rotor, ops: Ops) -> None:
+    before = await rotor.db.fetchval("SELECT count(*) FROM clients")
     response = await rotor.http.post(
         "/admin/clients",
         content=b'{"name": ',
         headers={**ops.headers, "Content-Type": "application/json"},
     )
-    assert response.status_code == 400, response.text
+    assert error_of(response) == error(400, "invalid_request", "the body is not valid JSON")
+    assert await rotor.db.fetchval("SELECT count(*) FROM clients") == before
 
 
 async def test_client_and_family_routes_answer_404_for_unknown_and_400_for_malformed_ids(
     rotor: Rotor, ops: Ops
 ) -> None:
-    for kind in ("clients", "families"):
-        for subject, status in ((ZERO_ID, 404), ("not-a-uuid", 400)):
+    for kind, unknown in (("clients", "no such client"), ("families", "no such family")):
+        not_found = error(404, "not_found", unknown)
+        for subject, expected in ((ZERO_ID, not_found), ("not-a-uuid", NOT_A_UUID)):
             for method, suffix in (("GET", ""), ("POST", "/revoke")):
                 path = f"/admin/{kind}/{subject}{suffix}"
                 response = await rotor.http.request(method, path, headers=ops.headers)
-                assert response.status_code == status, (method, path, response.text)
+                assert error_of(response) == expected, (method, path)
 
 
 # --------------------------------------------------------------------------- families
@@ -989,26 +1160,34 @@ async def test_families_paging_survives_identical_creation_times(
     assert sorted(seen) == sorted(made)
 
 
-BAD_PAGING: dict[str, dict[str, str]] = {
-    "limit-0": {"limit": "0"},
-    "limit-501": {"limit": "501"},
-    "limit-negative": {"limit": "-1"},
-    "limit-abc": {"limit": "abc"},
-    "limit-float": {"limit": "1.5"},
-    "cursor-garbage": {"cursor": "garbage"},
-    "cursor-not-base64": {"cursor": "!!!!"},
-    "cursor-of-another-list": {"cursor": b64encode(b"[1]")},
-    "cursor-bad-values": {"cursor": b64encode(b'["yesterday", "not-a-uuid"]')},
+LIMIT_RANGE = "limit must be between 1 and 500"
+LIMIT_NOT_INTEGER = "invalid or missing field(s): limit"
+FOREIGN_CURSOR = "cursor is not one this server issued"
+
+# Each refused query and the error_description of its 400 invalid_request.
+BAD_PAGING: dict[str, tuple[dict[str, str], str]] = {
+    "limit-0": ({"limit": "0"}, LIMIT_RANGE),
+    "limit-501": ({"limit": "501"}, LIMIT_RANGE),
+    "limit-negative": ({"limit": "-1"}, LIMIT_RANGE),
+    "limit-abc": ({"limit": "abc"}, LIMIT_NOT_INTEGER),
+    "limit-float": ({"limit": "1.5"}, LIMIT_NOT_INTEGER),
+    "cursor-garbage": ({"cursor": "garbage"}, FOREIGN_CURSOR),
+    "cursor-not-base64": ({"cursor": "!!!!"}, FOREIGN_CURSOR),
+    "cursor-of-another-list": ({"cursor": b64encode(b"[1]")}, FOREIGN_CURSOR),
+    "cursor-bad-values": (
+        {"cursor": b64encode(b'["yesterday", "not-a-uuid"]')},
+        FOREIGN_CURSOR,
+    ),
 }
 
 
 async def test_families_list_refuses_bad_limits_and_cursors(rotor: Rotor, ops: Ops) -> None:
     user_id = await rotor.user("alice")
-    for case, params in BAD_PAGING.items():
+    for case, (params, description) in BAD_PAGING.items():
         response = await rotor.http.get(
             f"/admin/users/{user_id}/families", params=params, headers=ops.headers
         )
-        assert response.status_code == 400, (case, response.text)
+        assert error_of(response) == error(400, "invalid_request", description), case
     for limit in ("1", "500"):
         response = await rotor.http.get(
             f"/admin/users/{user_id}/families", params={"limit": limit}, headers=ops.headers
@@ -1279,27 +1458,48 @@ async def test_event_filters_narrow_exactly(rotor: Rotor, ops: Ops, app: Registe
     )
 
 
-BAD_EVENT_FILTERS: dict[str, dict[str, str]] = {
-    "type-unknown": {"type": "nope"},
-    "type-case": {"type": "LOGIN_FAILED"},
-    "user-id": {"user_id": "abc"},
-    "family-id": {"family_id": "abc"},
-    "since-word": {"since": "yesterday"},
-    "since-month-13": {"since": "2024-13-01T00:00:00Z"},
-    "since-no-offset": {"since": "2024-01-01T00:00:00"},
-    "limit-0": {"limit": "0"},
-    "limit-501": {"limit": "501"},
-    "limit-negative": {"limit": "-1"},
-    "limit-abc": {"limit": "abc"},
-    "cursor-garbage": {"cursor": "garbage"},
-    "cursor-of-another-list": {"cursor": b64encode(b'["2024-01-01T00:00:00+00:00", "x"]')},
+EVENT_TYPE_LIST = (
+    "type must be one of reuse_detected, family_revoked, login_failed, login_locked, "
+    "key_rotated, key_revoked, user_disabled"
+)
+NOT_A_TIME = "since must be an RFC 3339 time"
+
+# Each refused filter and the error_description of its 400 invalid_request.
+BAD_EVENT_FILTERS: dict[str, tuple[dict[str, str], str]] = {
+    "type-unknown": ({"type": "nope"}, EVENT_TYPE_LIST),
+    "type-case": ({"type": "LOGIN_FAILED"}, EVENT_TYPE_LIST),
+    "user-id": ({"user_id": "abc"}, "user_id must be a UUID"),
+    "family-id": ({"family_id": "abc"}, "family_id must be a UUID"),
+    "since-word": ({"since": "yesterday"}, NOT_A_TIME),
+    "since-month-13": ({"since": "2024-13-01T00:00:00Z"}, NOT_A_TIME),
+    "since-no-offset": (
+        {"since": "2024-01-01T00:00:00"},
+        "since must carry a time zone (RFC 3339)",
+    ),
+    "limit-0": ({"limit": "0"}, LIMIT_RANGE),
+    "limit-501": ({"limit": "501"}, LIMIT_RANGE),
+    "limit-negative": ({"limit": "-1"}, LIMIT_RANGE),
+    "limit-abc": ({"limit": "abc"}, LIMIT_NOT_INTEGER),
+    "cursor-garbage": ({"cursor": "garbage"}, FOREIGN_CURSOR),
+    "cursor-of-another-list": (
+        {"cursor": b64encode(b'["2024-01-01T00:00:00+00:00", "x"]')},
+        FOREIGN_CURSOR,
+    ),
+    # Values Python holds but PostgreSQL cannot: refused before the database.
+    "since-after-9999-in-utc": ({"since": "9999-12-31T23:59:59-01:00"}, "since is out of range"),
+    "cursor-beyond-bigint": ({"cursor": b64encode(b"[9223372036854775808]")}, FOREIGN_CURSOR),
 }
 
 
 async def test_event_list_refuses_bad_filters(rotor: Rotor, ops: Ops) -> None:
-    for case, params in BAD_EVENT_FILTERS.items():
+    answers = {}
+    for case, (params, _) in BAD_EVENT_FILTERS.items():
         response = await rotor.http.get("/admin/events", params=params, headers=ops.headers)
-        assert response.status_code == 400, (case, response.text)
+        answers[case] = error_of(response)
+    assert answers == {
+        case: error(400, "invalid_request", description)
+        for case, (_, description) in BAD_EVENT_FILTERS.items()
+    }
 
 
 async def test_events_page_through_every_event_once(

@@ -33,6 +33,13 @@ from tests.helpers import Ops, RegisteredClient, Rotor, client_token, operator
 KEY_KEYS = {"kid", "alg", "state", "created_at", "activated_at", "retired_at"}
 PRIVATE_MEMBERS = {"d", "p", "q", "dp", "dq", "qi", "private_box", "private_jwk", "private"}
 CLI_DEADLINE = 5.0
+YOUNG_NEXT_KEY = {
+    "error": "conflict",
+    "error_description": (
+        "the next key has been published for less than 300 s (ROTOR_JWKS_MAX_AGE); "
+        "caches may not know it yet: retry later or force"
+    ),
+}
 
 
 # --------------------------------------------------------------------------- helpers
@@ -56,6 +63,10 @@ def b64decode(segment: str) -> bytes:
 def kid_of(token: str) -> str:
     header: dict[str, Any] = json.loads(b64decode(token.split(".")[0]))
     return str(header["kid"])
+
+
+def invalid_request(description: str) -> dict[str, str]:
+    return {"error": "invalid_request", "error_description": description}
 
 
 def bearer(token: str) -> dict[str, str]:
@@ -206,10 +217,20 @@ async def test_keys_list_pages(rotor: Rotor, ops: Ops) -> None:
     assert seen[0] == newest
 
 
-@pytest.mark.parametrize("params", [{"limit": "0"}, {"limit": "501"}, {"cursor": "garbage"}])
-async def test_keys_list_refuses_bad_paging(rotor: Rotor, ops: Ops, params: dict[str, str]) -> None:
+@pytest.mark.parametrize(
+    ("params", "description"),
+    [
+        ({"limit": "0"}, "limit must be between 1 and 500"),
+        ({"limit": "501"}, "limit must be between 1 and 500"),
+        ({"limit": "abc"}, "invalid or missing field(s): limit"),
+        ({"cursor": "garbage"}, "cursor is not one this server issued"),
+    ],
+)
+async def test_keys_list_refuses_bad_paging(
+    rotor: Rotor, ops: Ops, params: dict[str, str], description: str
+) -> None:
     response = await rotor.http.get("/admin/keys", params=params, headers=ops.headers)
-    assert response.status_code == 400, response.text
+    assert (response.status_code, response.json()) == (400, invalid_request(description))
 
 
 # --------------------------------------------------------------------------- rotation
@@ -221,8 +242,9 @@ async def test_rotation_of_a_young_next_key_is_409_and_changes_nothing(
 ) -> None:
     before = await snapshot(rotor.db)
     keys = await keys_in_db(rotor.db)
+    assert rotor.settings.jwks_max_age == 300
     response = await rotate(rotor, ops, body)
-    assert response.status_code == 409, response.text
+    assert (response.status_code, response.json()) == (409, YOUNG_NEXT_KEY)
     assert await snapshot(rotor.db) == before
     assert await events_of(rotor, ops, "key_rotated") == []
     assert kid_of(await login_token(rotor, app)) == keys.active
@@ -250,17 +272,25 @@ async def test_rotation_with_no_next_key_makes_and_keeps_one_and_answers_409(
 async def test_rotation_with_a_bad_body_is_400_and_changes_nothing(rotor: Rotor, ops: Ops) -> None:
     before = await snapshot(rotor.db)
     headers = {**ops.headers, "Content-Type": "application/json"}
-    for body in (b"{not json", b'{"force": "yes"}', b'{"force": null}', b"[true]"):
+    bodies = {
+        b"{not json": "the body is not valid JSON",
+        b'{"force": "yes"}': "invalid body: Expected `bool`, got `str` - at `$.force`",
+        b'{"force": null}': "invalid body: Expected `bool`, got `null` - at `$.force`",
+        b"[true]": "the body must be a JSON object",
+        b'{"force": true, "force": false}': "force is repeated in the JSON body",
+    }
+    for body, description in bodies.items():
         response = await rotor.http.post("/admin/keys/rotate", content=body, headers=headers)
-        assert response.status_code == 400, (body, response.text)
+        assert (response.status_code, response.json()) == (400, invalid_request(description)), body
     assert await snapshot(rotor.db) == before
 
 
 async def test_rotation_refuses_a_force_of_the_wrong_json_type(rotor: Rotor, ops: Ops) -> None:
     before = await snapshot(rotor.db)
-    for body in ({"force": "true"}, {"force": 1}):
+    for body, sent in (({"force": "true"}, "str"), ({"force": 1}, "int")):
         response = await rotate(rotor, ops, body)
-        assert response.status_code == 400, (body, response.text)
+        description = f"invalid body: Expected `bool`, got `{sent}` - at `$.force`"
+        assert (response.status_code, response.json()) == (400, invalid_request(description)), body
     assert await snapshot(rotor.db) == before
 
 
@@ -325,6 +355,8 @@ async def test_rotation_without_force_waits_for_jwks_max_age(
     before = await keys_in_db(rotor.db)
     response = await rotate(rotor, ops)
     assert response.status_code == status, response.text
+    if status == 409:
+        assert response.json() == YOUNG_NEXT_KEY
     after = await keys_in_db(rotor.db)
     assert after.active == (before.next if status == 200 else before.active)
 
@@ -406,7 +438,12 @@ async def test_revoking_the_active_key_promotes_next_and_kills_its_tokens_at_onc
     for token in (user_token, ops.token):
         assert await introspect(rotor, gateway, token) == {"active": False}
     refused = await rotor.http.get("/admin/keys", headers=ops.headers)
-    assert refused.status_code == 401, refused.text
+    # The revoked key left the ring: its tokens no longer verify at all.
+    assert (refused.status_code, refused.json(), refused.headers["www-authenticate"]) == (
+        401,
+        {"error": "invalid_token", "error_description": "the access token is invalid or expired"},
+        'Bearer realm="rotor", error="invalid_token"',
+    )
 
     assert kid_of(await login_token(rotor, app)) == after.active
     fresh = Ops(ops.client, await client_token(rotor, ops.client))
@@ -452,11 +489,14 @@ async def test_revoking_the_next_key_replaces_it(rotor: Rotor, ops: Ops) -> None
     assert await jwks_kids(rotor) == {after.active, after.next}
 
 
-@pytest.mark.parametrize("kid", ["no-such-kid", "00000000-0000-0000-0000-000000000000"])
+@pytest.mark.parametrize("kid", ["no-such-kid", "00000000-0000-0000-0000-000000000000", "%00"])
 async def test_revoking_an_unknown_kid_is_404(rotor: Rotor, ops: Ops, kid: str) -> None:
     before = await snapshot(rotor.db)
     response = await rotor.http.post(f"/admin/keys/{kid}/revoke", headers=ops.headers)
-    assert response.status_code == 404, response.text
+    assert (response.status_code, response.json()) == (
+        404,
+        {"error": "not_found", "error_description": "no such key"},
+    )
     assert await snapshot(rotor.db) == before
 
 

@@ -45,7 +45,7 @@ from service.app import create_app
 from service.config import Settings
 from service.tokens.keys import KeyStore, SigningKey
 from service.tokens.secretbox import SecretBox
-from tests.helpers import RegisteredClient, Rotor, claims_of, unb64u
+from tests.helpers import RegisteredClient, Rotor, claims_of, client_token, unb64u
 
 INACTIVE = {"active": False}
 ISSUER = "http://localhost:8000"
@@ -193,10 +193,17 @@ class Target:
         assert answers == dict.fromkeys(tokens, INACTIVE_ANSWER)
 
 
-async def load_active_key(rotor: Rotor) -> SigningKey:
+async def load_key(rotor: Rotor, state: str) -> SigningKey:
+    """The signing key in `state` ('active' or 'next'), private part included."""
     box = SecretBox.for_purpose(rotor.settings.secret, b"signing-keys")
-    state = await KeyStore(box).load(rotor.db, rotor.settings.access_token_ttl)
-    return state.active
+    ring = await KeyStore(box).load(rotor.db, rotor.settings.access_token_ttl)
+    kid = await rotor.db.fetchval("SELECT kid FROM signing_keys WHERE state = $1", state)
+    assert isinstance(kid, str), state
+    return ring.verifying[kid]
+
+
+async def load_active_key(rotor: Rotor) -> SigningKey:
+    return await load_key(rotor, "active")
 
 
 async def arrange(rotor: Rotor) -> Target:
@@ -418,8 +425,10 @@ async def test_hostile_kid(target: Target) -> None:
         "empty": "",
         "star": "*",
         "ten-thousand-chars": "k" * 10_000,
-        # Published, but the next key has signed nothing yet (CONTRACT 2).
-        "next-key": next_kid,
+        # A published kid on a signature its key did not make (the active key's):
+        # the signature check refuses it. The next key's own signature is
+        # test_signed_by_the_next_key's.
+        "next-kid-on-the-active-keys-signature": next_kid,
         "active-kid-upper": target.key.kid.upper(),
         "active-kid-padded": target.key.kid + " ",
         "int-0": 0,
@@ -431,6 +440,52 @@ async def test_hostile_kid(target: Target) -> None:
     tokens["missing"] = target.mint(header={"alg": "ES256", "typ": "at+jwt"})
 
     await target.assert_all_inactive(tokens)
+
+
+async def test_signed_by_the_next_key(target: Target) -> None:
+    """CONTRACT 2: the next key is published but signs nothing yet. A token it
+    did sign (a leaked next key) carries a valid signature under a published
+    kid, so only the key's state refuses it: at /introspect and at the admin
+    guard, until a rotation makes that key the active one."""
+    rotor = target.rotor
+    upcoming = await load_key(rotor, "next")
+    assert upcoming.kid != target.key.kid
+    private = upcoming.key.private_key
+    assert isinstance(private, ec.EllipticCurvePrivateKey)
+    header = {"alg": upcoming.alg, "typ": "at+jwt", "kid": upcoming.kid}
+    ops = await rotor.client(grants=["client_credentials"], scopes=[], admin=True, name="ops")
+    ops_token = await client_token(rotor, ops)
+    user_token = compact(header, target.claims, es256(private))
+    admin_token = compact(header, claims_of(ops_token), es256(private))
+    # A gateway that checks only the JWKS would accept both.
+    for token in (user_token, admin_token):
+        assert (await rotor.verify(token)).header["kid"] == upcoming.kid
+
+    await target.assert_all_inactive({"user-token": user_token, "admin-token": admin_token})
+    refused = await rotor.http.get(
+        "/admin/keys", headers={"Authorization": f"Bearer {admin_token}"}
+    )
+    assert (refused.status_code, refused.json(), refused.headers["www-authenticate"]) == (
+        401,
+        {"error": "invalid_token", "error_description": "the access token is revoked"},
+        'Bearer realm="rotor", error="invalid_token"',
+    )
+
+    # The control: once a rotation makes that key active, the same tokens are good.
+    rotated = await rotor.http.post(
+        "/admin/keys/rotate",
+        json={"force": True},
+        headers={"Authorization": f"Bearer {ops_token}"},
+    )
+    assert (rotated.status_code, rotated.json()["kid"]) == (200, upcoming.kid)
+    answer = await target.introspect(user_token)
+    assert (answer.status_code, answer.json()["active"], answer.json()["jti"]) == (
+        200,
+        True,
+        target.claims["jti"],
+    )
+    listed = await rotor.http.get("/admin/keys", headers={"Authorization": f"Bearer {admin_token}"})
+    assert listed.status_code == 200, listed.text
 
 
 async def test_kid_of_a_revoked_key(target: Target) -> None:

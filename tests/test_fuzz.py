@@ -8,7 +8,7 @@ authenticated as the operation needs, to Rotor served in-process by litestar's
 TestClient (lifespan included) on a fresh database of its own. Checks on every
 answer:
 
-- never a 5xx (CONTRACT 5), strictly, whatever the allow-lists say;
+- never a 5xx (CONTRACT 5);
 - the answer conforms to the document: a documented status, a documented
   content type, a body matching the documented schema;
 - what the contract says of every answer: a 4xx body is exactly
@@ -16,13 +16,8 @@ answer:
   Cache-Control: no-store and Pragma: no-cache, a 401 carries WWW-Authenticate,
   a 429 or 503 carries an integer Retry-After.
 
-The conformance checks are strict except for two explicit allow-lists of known
-gaps in the document: KNOWN_UNDECLARED (statuses the contract requires that the
-document does not declare) and KNOWN_BODY_GAPS (declared statuses whose
-documented body or content type is not what Rotor sends). Every entry is a
-documentation bug to fix. An entry that is no longer a gap fails the run
-(test_allow_lists_name_real_gaps, and verify() when the status is met), so
-fixing the document forces removing the entry.
+Every check is strict, with no allow-list of known gaps: a status or body the
+document does not describe is a documentation bug that fails the run.
 
 Besides fuzzing, probes provoke each status the contract requires (401, 403,
 404, 409, 413, 422 on the operations that can answer them, and 405 on every
@@ -97,24 +92,6 @@ FUZZ_SETTINGS = hypothesis_settings(
     database=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
 )
-
-# --- Known gaps in openapi/openapi.json ---------------------------------------
-# Statuses the contract requires (CONTRACT 3.6 unless said otherwise) that the
-# document does not declare for the operation. Each entry is a documentation gap
-# to fix; remove it once the document declares the status.
-# 401: missing, malformed, expired, revoked or forged Bearer token (CONTRACT 3.6).
-# 403: a valid token of a client without the admin permission (CONTRACT 3.6).
-# 404: an unknown id (CONTRACT 3.6).
-# 409: a taken username, a next key too young to promote (CONTRACT 3.6).
-# 413: a body over MAX_BODY_BYTES (64 KiB), on every operation that reads a body.
-# 422: a password shorter than 8 or longer than 1024 characters (CONTRACT 3.6).
-KNOWN_UNDECLARED: dict[str, frozenset[int]] = {}
-
-# Declared statuses whose documented content type or body schema is not what
-# Rotor sends. Each entry is a documentation gap to fix; remove it once the
-# document describes the real answer.
-KNOWN_BODY_GAPS: dict[tuple[str, int], str] = {}
-# ------------------------------------------------------------------------------
 
 
 @dataclass
@@ -248,31 +225,11 @@ def _validate(case: Case, response: httpx.Response, checks: tuple[CheckFunction,
         raise AssertionError(str(failures)) from None
 
 
-def _passes(case: Case, response: httpx.Response, checks: tuple[CheckFunction, ...]) -> bool:
-    try:
-        _validate(case, response, checks)
-    except AssertionError:
-        return False
-    return True
-
-
 def verify(case: Case, response: httpx.Response) -> None:
-    """Never a 5xx (always strict); contract checks; conformance except known gaps."""
-    label, status = case.operation.label, response.status_code
+    """Never a 5xx; the contract's checks; conformance to the document."""
     _validate(case, response, (not_a_server_error,))
     check_contract(case, response)
-    if status in KNOWN_UNDECLARED.get(label, frozenset()):
-        assert not _passes(case, response, (status_code_conformance,)), (
-            f"{label} now declares {status}: remove it from KNOWN_UNDECLARED"
-        )
-        return
-    checks = CONFORMANCE
-    if (label, status) in KNOWN_BODY_GAPS:
-        assert not _passes(case, response, CONFORMANCE[1:]), (
-            f"{label} {status} now conforms: remove it from KNOWN_BODY_GAPS"
-        )
-        checks = CONFORMANCE[:1]
-    _validate(case, response, checks)
+    _validate(case, response, CONFORMANCE)
 
 
 def cases(operation: Operation) -> st.SearchStrategy[Case]:
@@ -442,15 +399,3 @@ def test_oauth_operations_without_client_authentication_are_401(fuzz: Fuzz) -> N
         response = send(fuzz, case, headers)
         assert (response.status_code, error_of(response)) == (401, "invalid_client"), operation_id
         verify(case, response)
-
-
-def test_allow_lists_name_real_gaps() -> None:
-    """Fails once the document is fixed, so that the entry is removed."""
-    labels = {op.label: op for op in OPERATIONS.values()}
-    for label, statuses in KNOWN_UNDECLARED.items():
-        assert label in labels, f"no operation {label}"
-        declared = {int(code) for code in labels[label].definition.raw["responses"]}
-        assert not statuses & declared, f"{label} declares {statuses & declared} now"
-    for label, status in KNOWN_BODY_GAPS:
-        assert label in labels, f"no operation {label}"
-        assert str(status) in labels[label].definition.raw["responses"], (label, status)

@@ -99,6 +99,16 @@ async def assert_inactive(rotor: Rotor, gateway: RegisteredClient, token: str) -
     assert_answer(await introspect(rotor, gateway, token), INACTIVE)
 
 
+def assert_invalid_client(response: httpx.Response, description: str) -> None:
+    """RFC 6749 5.2: 401 invalid_client with the Basic challenge."""
+    assert (response.status_code, response.json(), response.headers.get("www-authenticate")) == (
+        401,
+        {"error": "invalid_client", "error_description": description},
+        'Basic realm="rotor"',
+    )
+    assert_no_store(response)
+
+
 def assert_error(response: httpx.Response, status: int, error: str) -> None:
     assert response.status_code == status, response.text
     body = response.json()
@@ -140,8 +150,7 @@ async def test_no_credentials_is_invalid_client(rotor: Rotor) -> None:
 
     response = await rotor.http.post("/introspect", data={"token": session.access_token})
 
-    assert_error(response, 401, "invalid_client")
-    assert response.headers["www-authenticate"].startswith("Basic")
+    assert_invalid_client(response, "client authentication required")
 
 
 async def test_wrong_secret_is_invalid_client(rotor: Rotor) -> None:
@@ -150,8 +159,7 @@ async def test_wrong_secret_is_invalid_client(rotor: Rotor) -> None:
 
     response = await introspect(rotor, wrong, session.access_token)
 
-    assert_error(response, 401, "invalid_client")
-    assert response.headers["www-authenticate"].startswith("Basic")
+    assert_invalid_client(response, "client authentication failed")
 
 
 async def test_unknown_client_is_invalid_client(rotor: Rotor) -> None:
@@ -160,7 +168,7 @@ async def test_unknown_client_is_invalid_client(rotor: Rotor) -> None:
 
     response = await introspect(rotor, stranger, session.access_token)
 
-    assert_error(response, 401, "invalid_client")
+    assert_invalid_client(response, "client authentication failed")
 
 
 async def test_client_not_allowed_to_introspect_is_invalid_client(rotor: Rotor) -> None:
@@ -169,8 +177,7 @@ async def test_client_not_allowed_to_introspect_is_invalid_client(rotor: Rotor) 
     # The token's own client authenticates correctly but has no can_introspect.
     response = await introspect(rotor, session.client, session.access_token)
 
-    assert_error(response, 401, "invalid_client")
-    assert response.headers["www-authenticate"].startswith("Basic")
+    assert_invalid_client(response, "this client may not introspect tokens")
 
 
 async def test_public_client_cannot_introspect_without_a_secret(rotor: Rotor) -> None:
@@ -181,7 +188,7 @@ async def test_public_client_cannot_introspect_without_a_secret(rotor: Rotor) ->
         "/introspect", data={"token": session.access_token, "client_id": public.client_id}
     )
 
-    assert_error(response, 401, "invalid_client")
+    assert_invalid_client(response, "this client may not introspect tokens")
 
 
 async def test_missing_token_is_invalid_request(rotor: Rotor) -> None:
