@@ -45,6 +45,17 @@ IN_FLIGHT_POLL = 0.05
 IN_FLIGHT_MAX_WAIT = 10.0
 
 
+@dataclass(frozen=True, slots=True)
+class _Login:
+    """One password attempt, from its reservation on."""
+
+    client: Client
+    user: User | None
+    attempt: Attempt
+    subjects: Subjects
+    caller: Caller
+
+
 class LoginFailed(InvalidGrant):
     """A password login that failed and was counted (its reserved row stays)."""
 
@@ -153,8 +164,9 @@ class TokenService:
         scope = grant_scope(form.get("scope"), client.scopes)
         subjects = Subjects(username, caller.ip)
         user, attempt = await self._reserve_attempt(client, subjects, caller)
+        login = _Login(client, user, attempt, subjects, caller)
         try:
-            return await self._log_in(client, user, attempt, subjects, caller, password, scope)
+            return await self._log_in(login, password, scope)
         except LoginFailed:
             raise  # the reserved row stays: it is the failure, counted
         except BaseException:
@@ -163,21 +175,13 @@ class TokenService:
             await asyncio.shield(self._release(attempt))
             raise
 
-    async def _log_in(
-        self,
-        client: Client,
-        user: User | None,
-        attempt: Attempt,
-        subjects: Subjects,
-        caller: Caller,
-        password: str,
-        scope: str,
-    ) -> TokenResponse:
+    async def _log_in(self, login: _Login, password: str, scope: str) -> TokenResponse:
+        client, user, attempt, subjects = login.client, login.user, login.attempt, login.subjects
         if not await self._hasher.verify(user.password_hash if user else None, password):
-            await self._login_failed(client, user, attempt, subjects, caller, "bad_credentials")
+            await self._login_failed(login, "bad_credentials")
         assert user is not None
         if user.disabled:
-            await self._login_failed(client, user, attempt, subjects, caller, "user_disabled")
+            await self._login_failed(login, "user_disabled")
         new_hash = None
         if self._hasher.needs_rehash(user.password_hash):
             new_hash = await self._hasher.hash(password)
@@ -234,24 +238,17 @@ class TokenService:
             # The pending row then counts as a failure once STALE_PENDING passes.
             log.warning("a login attempt's reservation could not be released")
 
-    async def _login_failed(
-        self,
-        client: Client,
-        user: User | None,
-        attempt: Attempt,
-        subjects: Subjects,
-        caller: Caller,
-        reason: str,
-    ) -> None:
+    async def _login_failed(self, login: _Login, reason: str) -> None:
         """The reserved username row becomes the failure, the IP failure is added
         and the event recorded, all committed; then the answer."""
+        user = login.user
         async with self._db.transaction() as connection:
-            await self._throttle.failed(connection, subjects, attempt)
+            await self._throttle.failed(connection, login.subjects, login.attempt)
             await record(
                 connection,
                 "login_failed",
-                caller,
-                client_id=client.id,
+                login.caller,
+                client_id=login.client.id,
                 user_id=user.id if user else None,
                 detail={"reason": reason if user else "unknown_user"},
             )
