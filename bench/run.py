@@ -277,6 +277,7 @@ class Run:
             scenarios["introspect"] = self.introspect(server, url, "introspect", report)
             scenarios["client_credentials"] = self.token(server, "client_credentials")
             scenarios["password"] = self.token(server, "password")
+            report.hash_after = self.hash_ceiling()  # the server idle again (settled)
             # Tokens for the flooded run: enough for the solo rate or the warm-up's
             # estimate, whichever is higher (a 1-s smoke run starts cold, so
             # its solo rate understates a warmed server and wrk would wrap).

@@ -1,5 +1,6 @@
 """The bench's report says when the hypervisor took CPU from the machine
-(steal): latency percentiles include those pauses, whatever the server does."""
+(steal): latency percentiles include those pauses, whatever the server does;
+and it compares the password load with the mean of two hash ceilings."""
 
 from __future__ import annotations
 
@@ -37,6 +38,18 @@ def window(name: str, steal_seconds: float) -> Measurement:
     return Measurement(name, RESULT, cost)
 
 
+def hash_ceiling(rate: float) -> HashCeiling:
+    return HashCeiling(
+        verifies_per_second=rate,
+        verifies=round(rate * 10),
+        seconds=10.0,
+        threads=2,
+        time_cost=3,
+        memory_kib=65536,
+        parallelism=4,
+    )
+
+
 def report(**steal: float) -> Report:
     database = DatabaseCeiling(
         tps=5000.0,
@@ -49,15 +62,7 @@ def report(**steal: float) -> Report:
         wall_seconds=10.0,
         steal_seconds=0.0,
     )
-    hashing = HashCeiling(
-        verifies_per_second=9.0,
-        verifies=90,
-        seconds=10.0,
-        threads=2,
-        time_cost=3,
-        memory_kib=65536,
-        parallelism=4,
-    )
+    hashing = hash_ceiling(9.0)
     settings = {"workers": 2, "connections": 32, "duration": 10}
     built = Report(settings, window("framework", steal.get("framework", 0.0)), hashing, database)
     for name in ("refresh", "introspect"):
@@ -99,3 +104,15 @@ def test_machine_time_counts_steal_apart_from_busy() -> None:
 @pytest.mark.skipif(not Path("/proc/stat").exists(), reason="needs Linux /proc")
 def test_machine_time_reads_this_machine() -> None:
     assert MachineTime.now().busy_seconds > 0
+
+
+def test_the_password_load_is_compared_with_the_mean_of_both_hash_ceilings() -> None:
+    found = report()
+    found.scenarios["password"] = window("password", 0.0)  # RESULT: 2,000 answers/s
+    assert to_json(found)["ratios"]["password"]["hash"] == pytest.approx(2000.0 / 9.0)
+    found.hash_after = hash_ceiling(7.0)  # the machine slowed down during the run
+    document = to_json(found)
+    assert document["ratios"]["password"]["hash"] == pytest.approx(2000.0 / 8.0)
+    assert document["ceilings"]["hash_rate_used"] == pytest.approx(8.0)
+    assert document["ceilings"]["hash_after"]["verifies_per_second"] == 7.0
+    assert "  again after the logins" in render(found)

@@ -53,6 +53,7 @@ def test_bench_smoke_runs_every_load_without_errors(tmp_path: Path) -> None:
     assert ceilings["framework"]["ok_per_second"] > 0
     assert ceilings["database"]["tps"] > 0
     assert ceilings["hash"]["verifies_per_second"] > 0
+    assert ceilings["hash_after"]["verifies_per_second"] > 0  # after the password load
     # --scale: two store sizes, /refresh along rotation chains (refresh_chain.lua)
     # that never ran out of live tokens.
     small, large = report["scale"]
