@@ -599,3 +599,29 @@ async def test_pending_rows_of_a_dead_process_count_as_failures(
         await pending_rows(db, MAX_FAILURES - 1, age=STALE_PENDING + 1)
         assert (await login(rotor, client, password="wrong")).status_code == 400
         assert_locked(await login(rotor, client))
+
+
+async def test_a_waiting_login_holds_a_place_in_the_hash_queue(
+    settings: Settings, db: asyncpg.Connection, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Guesses piling up on one account are bounded like any other logins: with
+    room for one, a login that waits leaves none for another, which gets a fast 503."""
+    from service.accounts import passwords
+
+    monkeypatch.setattr(passwords, "MAX_WAITING_PER_SLOT", 1)
+    async with serve_in_loop(settings.with_overrides(hash_concurrency=1), db, PEER) as rotor:
+        client = await rotor.client()
+        await rotor.user()
+        await rotor.user("bob")
+        await pending_rows(db, MAX_FAILURES)
+        waiting = asyncio.ensure_future(login(rotor, client))
+        await asyncio.sleep(0.3)
+        other = await login(rotor, client, "bob")
+        await db.execute("DELETE FROM login_failures WHERE pending")
+        waited = await asyncio.wait_for(waiting, 10)
+        after = await login(rotor, client, "bob")
+    assert (other.status_code, other.json()["error_description"]) == (
+        503,
+        "too many logins in progress; retry shortly",
+    )
+    assert (waited.status_code, after.status_code) == (200, 200)

@@ -29,7 +29,7 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from functools import partial
@@ -133,13 +133,20 @@ class PasswordHasher:
         return result
 
     async def _run(self, work: Callable[..., Any], *args: Any) -> Any:
+        with self.queued():
+            async with deadline_paused():
+                return await self._hash_once_more_if_broken(work, *args)
+
+    @contextlib.contextmanager
+    def queued(self) -> Iterator[None]:
+        """A place among this process's logins waiting for a hash, or for
+        attempts in flight on their username to end (service/tokens/grants.py):
+        more than can finish soon are told so at once (503)."""
         if self._waiting >= self._max_waiting:
-            # More logins queued than can finish soon: say so at once.
             raise HashQueueFull
         self._waiting += 1
         try:
-            async with deadline_paused():
-                return await self._hash_once_more_if_broken(work, *args)
+            yield
         finally:
             self._waiting -= 1
 

@@ -7,6 +7,7 @@ the caller, and returns a token response or raises an OAuthError.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -40,8 +41,10 @@ from service.tokens.scopes import grant_scope
 log = logging.getLogger("rotor.grants")
 
 # An attempt that finds the limit taken up by attempts in flight looks again
-# this often, for at most this long (then 503: logins are backed up).
+# after IN_FLIGHT_POLL, then twice as long each time up to IN_FLIGHT_POLL_MAX,
+# for at most IN_FLIGHT_MAX_WAIT in all (then 503: logins are backed up).
 IN_FLIGHT_POLL = 0.05
+IN_FLIGHT_POLL_MAX = 0.4
 IN_FLIGHT_MAX_WAIT = 10.0
 
 
@@ -207,28 +210,35 @@ class TokenService:
         its event must survive the error response (STYLE.md, unit of work).
         While failures and attempts in flight take up the limit, the attempt
         waits for one of them to end: only failures lock (CONTRACT section 1)."""
-        waited = 0.0
-        while True:
-            async with self._db.transaction() as connection:
-                reserved = await self._throttle.reserve(connection, subjects)
-                if isinstance(reserved, Attempt):
-                    return await self._users.by_username(connection, subjects.username), reserved
+        waited, pause = 0.0, IN_FLIGHT_POLL
+        with contextlib.ExitStack() as waiting:
+            while True:
+                async with self._db.transaction() as connection:
+                    reserved = await self._throttle.reserve(connection, subjects)
+                    if isinstance(reserved, Attempt):
+                        user = await self._users.by_username(connection, subjects.username)
+                        return user, reserved
+                    if isinstance(reserved, int):
+                        await record(
+                            connection,
+                            "login_locked",
+                            caller,
+                            client_id=client.id,
+                            detail={"retry_after": reserved},
+                        )
                 if isinstance(reserved, int):
-                    await record(
-                        connection,
-                        "login_locked",
-                        caller,
-                        client_id=client.id,
-                        detail={"retry_after": reserved},
-                    )
-            if isinstance(reserved, int):
-                metrics.LOGIN_LOCKOUTS.inc()
-                raise TooManyAttempts(reserved)
-            if waited >= IN_FLIGHT_MAX_WAIT:
-                raise HashQueueFull  # 503 with Retry-After: logins are backed up
-            async with deadline_paused():  # waiting on hashes, as a hash does
-                await asyncio.sleep(IN_FLIGHT_POLL)
-            waited += IN_FLIGHT_POLL
+                    metrics.LOGIN_LOCKOUTS.inc()
+                    raise TooManyAttempts(reserved)
+                if waited >= IN_FLIGHT_MAX_WAIT:
+                    raise HashQueueFull  # 503 with Retry-After: logins are backed up
+                if not waited:
+                    # A waiting login holds a place in the hash queue: a flood of
+                    # guesses at one account is bounded like any other.
+                    waiting.enter_context(self._hasher.queued())
+                async with deadline_paused():  # waiting on hashes, as a hash does
+                    await asyncio.sleep(pause)
+                waited += pause
+                pause = min(2 * pause, IN_FLIGHT_POLL_MAX)
 
     async def _release(self, attempt: Attempt) -> None:
         try:
