@@ -110,7 +110,43 @@ async def test_metadata_names_the_endpoints_under_the_issuer(rotor: Rotor) -> No
         "client_secret_post",
         "none",
     ]
-    assert "ES256" in body["access_token_signing_alg_values_supported"]
+
+
+METADATA_MEMBERS = {
+    "issuer",
+    "token_endpoint",
+    "introspection_endpoint",
+    "revocation_endpoint",
+    "jwks_uri",
+    "grant_types_supported",
+    "response_types_supported",
+    "token_endpoint_auth_methods_supported",
+    "introspection_endpoint_auth_methods_supported",
+    "revocation_endpoint_auth_methods_supported",
+}
+
+
+async def test_metadata_holds_only_what_rotor_does(rotor: Rotor) -> None:
+    """CONTRACT 3.7: no OpenID Connect member, no *_auth_signing_alg_values_supported
+    (no JWT client authentication), no member outside RFC 8414's registry, and no
+    empty list but response_types_supported (REQUIRED by RFC 8414 section 2)."""
+    body = (await rotor.http.get("/.well-known/oauth-authorization-server")).json()
+
+    empty = sorted(name for name, value in body.items() if value == [])
+    assert (set(body), empty, body["response_types_supported"]) == (
+        METADATA_MEMBERS,
+        ["response_types_supported"],
+        [],
+    )
+    assert sorted(body["introspection_endpoint_auth_methods_supported"]) == [
+        "client_secret_basic",
+        "client_secret_post",
+    ]
+    assert sorted(body["revocation_endpoint_auth_methods_supported"]) == [
+        "client_secret_basic",
+        "client_secret_post",
+        "none",
+    ]
 
 
 async def test_metadata_issuer_is_byte_for_byte_and_urls_join_cleanly(

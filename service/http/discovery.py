@@ -8,7 +8,6 @@ import msgspec
 from litestar import Request, Response, get
 from litestar.openapi.datastructures import ResponseSpec
 
-from service.config import SIGNING_ALGS
 from service.http.state import services_of
 
 
@@ -49,6 +48,13 @@ async def jwks(request: Request[Any, Any, Any]) -> Response[bytes]:
     summary="Authorization server metadata (RFC 8414)",
 )
 async def metadata(request: Request[Any, Any, Any]) -> dict[str, Any]:
+    """Only what Rotor does (CONTRACT 3.7): no OpenID Connect member (no ID
+    tokens), no `*_auth_signing_alg_values_supported` (no JWT client
+    authentication), no `scopes_supported` (scopes are per client, and an empty
+    list would claim there are none), and no member that RFC 8414 or its registry
+    does not define (`access_token_signing_alg_values_supported` is in neither;
+    the JWKS says which algorithms sign). `response_types_supported` is REQUIRED
+    by RFC 8414 section 2: empty, as Rotor has no authorization endpoint."""
     settings = services_of(request).settings
     base = settings.issuer.rstrip("/")
     return {
@@ -73,8 +79,4 @@ async def metadata(request: Request[Any, Any, Any]) -> dict[str, Any]:
             "client_secret_post",
             "none",
         ],
-        "token_endpoint_auth_signing_alg_values_supported": list(SIGNING_ALGS),
-        "id_token_signing_alg_values_supported": [],
-        "access_token_signing_alg_values_supported": list(SIGNING_ALGS),
-        "scopes_supported": [],
     }
