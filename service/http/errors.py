@@ -4,6 +4,7 @@ that says more than "server_error", never a secret."""
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
 import asyncpg
@@ -33,12 +34,23 @@ _CODES = {
 
 AnyRequest = Request[Any, Any, Any]
 
+# RFC 6749 5.2: error-description = *( %x20-21 / %x23-5B / %x5D-7E ).
+_NOT_ALLOWED_IN_DESCRIPTION = re.compile(r"[^\x20-\x21\x23-\x5b\x5d-\x7e]")
+
+
+def clean_description(description: str) -> str:
+    """The description with every character RFC 6749 5.2 does not allow (`"`,
+    `\\`, controls, anything outside printable ASCII) replaced by `?`. A last
+    line of defence: the messages Rotor writes hold none, and never the caller's
+    text (CONTRACT section 3)."""
+    return _NOT_ALLOWED_IN_DESCRIPTION.sub("?", description)
+
 
 def error_response(
     status: int, error: str, description: str, headers: dict[str, str] | None = None
 ) -> Response[dict[str, str]]:
     return Response(
-        {"error": error, "error_description": description},
+        {"error": error, "error_description": clean_description(description)},
         status_code=status,
         headers=headers,
         media_type=MediaType.JSON,
@@ -54,12 +66,31 @@ def unavailable(_: AnyRequest, __: DatabaseUnavailable) -> Response[dict[str, st
     return error_response(exc.status, exc.error, exc.description, exc.headers)
 
 
+# Litestar details that quote the request: the caller's Content-Length header,
+# the path and query of a request that failed validation. Answered without it.
+_ECHOING_DETAILS = {
+    "Invalid content-length": "the Content-Length header is not a number",
+    "Validation failed for": "the request is not valid",
+}
+
+
+def _litestar_detail(detail: object) -> str:
+    if not isinstance(detail, str):
+        return "request refused"
+    for prefix, replacement in _ECHOING_DETAILS.items():
+        if detail.startswith(prefix):
+            return replacement
+    return detail
+
+
 def http_exception(_: AnyRequest, exc: HTTPException) -> Response[dict[str, str]]:
     status = exc.status_code
-    description = exc.detail if isinstance(exc.detail, str) else "request refused"
+    description = _litestar_detail(exc.detail)
     if status == 400 and isinstance(exc.extra, list) and exc.extra:
         # Validation errors name the field; never echo the value.
-        fields = sorted({str(item.get("key")) for item in exc.extra if isinstance(item, dict)})
+        fields = sorted(
+            {str(item["key"]) for item in exc.extra if isinstance(item, dict) and item.get("key")}
+        )
         if fields:
             description = f"invalid or missing field(s): {', '.join(fields)}"
     if status >= 500:
