@@ -1,7 +1,9 @@
 # syntax=docker/dockerfile:1
 # Rotor: multi-stage build, runs as a non-root user. In a container, point it at
-# your PostgreSQL with DATABASE_URL and give it ROTOR_SECRET; run `rotor migrate`
-# once (e.g. as a Kubernetes Job) before the first start and after each upgrade.
+# your PostgreSQL with DATABASE_URL and give it ROTOR_SECRET and ROTOR_ISSUER (the
+# URL clients reach it at, e.g. https://auth.example.com: not the address it binds);
+# run `rotor migrate` once (e.g. as a Kubernetes Job) before the first start and
+# after each upgrade.
 
 FROM python:3.11-slim AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1

@@ -79,7 +79,9 @@ class Run:
         log("creating and migrating the bench database")
         main = pg.create_migrated("rotor_bench")
         self.env = rotor_env(pg.url_of(main))
-        self.settings = Settings.from_env(self.env)
+        # Durations and argon2 parameters: the bench signs nothing itself, and
+        # each server it starts gets its own URL as ROTOR_ISSUER (bench/servers.py).
+        self.settings = Settings.from_env(self.env, issuer_required=False)
         log(f"creating clients and {options.users} users")
         self.accounts = seed.create_accounts(self.env, options.users)
         self.stores = Stores(

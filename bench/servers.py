@@ -97,9 +97,12 @@ def wait_until(server: Server, method: str, path: str) -> None:
 
 
 def start_rotor(env: Mapping[str, str], workers: int, log_dir: Path) -> Server:
+    port = free_port()
     command = [str(VENV_BIN / "rotor"), "serve", "--host", HOST]
-    command += ["--port", str(free_port()), "--workers", str(workers)]
-    server = launch("rotor", command, env, log_dir)
+    command += ["--port", str(port), "--workers", str(workers)]
+    # Required with DATABASE_URL (CONTRACT 1): the URL this server listens on.
+    issued = {**env, "ROTOR_ISSUER": f"http://{HOST}:{port}"}
+    server = launch("rotor", command, issued, log_dir)
     wait_until(server, "GET", "/health/ready")
     return server
 

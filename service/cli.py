@@ -69,8 +69,12 @@ def _running(pid: int) -> bool:
     return True
 
 
-def resolve_environment(env: Mapping[str, str]) -> tuple[dict[str, str], Embedded | None]:
-    """DATABASE_URL if set; else the embedded PostgreSQL, migrated, with its secret."""
+def resolve_environment(
+    env: Mapping[str, str], *, issuer: str | None = None
+) -> tuple[dict[str, str], Embedded | None]:
+    """DATABASE_URL if set; else the embedded PostgreSQL, migrated, with its secret,
+    and `issuer` (the URL `rotor serve` listens on) as ROTOR_ISSUER unless one is
+    set. With DATABASE_URL, ROTOR_ISSUER is the operator's to give (CONTRACT 1)."""
     resolved = dict(env)
     if resolved.get("DATABASE_URL", "").strip():
         return resolved, None
@@ -78,6 +82,8 @@ def resolve_environment(env: Mapping[str, str]) -> tuple[dict[str, str], Embedde
     resolved["DATABASE_URL"] = embedded.start()
     if not resolved.get("ROTOR_SECRET", "").strip():
         resolved["ROTOR_SECRET"] = embedded.secret()
+    if issuer is not None and not resolved.get("ROTOR_ISSUER", "").strip():
+        resolved["ROTOR_ISSUER"] = issuer
     from service.db.migrate import upgrade
 
     upgrade(resolved["DATABASE_URL"])
@@ -85,8 +91,18 @@ def resolve_environment(env: Mapping[str, str]) -> tuple[dict[str, str], Embedde
 
 
 def _settings(env: Mapping[str, str]) -> tuple[Settings, Embedded | None]:
+    """Settings of a command that signs nothing (create-client, create-user,
+    rotate-keys, prune): they need no ROTOR_ISSUER (checked if set)."""
     resolved, embedded = resolve_environment(env)
-    return Settings.from_env(resolved), embedded
+    return Settings.from_env(resolved, issuer_required=False), embedded
+
+
+def listen_url(host: str, port: int) -> str:
+    """The URL `rotor serve --host H --port P` listens on, an IPv6 address in
+    brackets (RFC 3986 section 3.2.2; a zone's `%` as `%25`, RFC 6874)."""
+    if ":" in host and not host.startswith("["):
+        host = "[" + host.replace("%", "%25") + "]"
+    return f"http://{host}:{port}"
 
 
 def cmd_serve(args: argparse.Namespace, env: Mapping[str, str]) -> int:
@@ -95,17 +111,28 @@ def cmd_serve(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     from service.observability.logs import configure_logging
 
     configure_logging(log_level(env))
-    resolved, embedded = resolve_environment(env)
+    url = listen_url(args.host, args.port)
+    derived = not env.get("DATABASE_URL", "").strip() and not env.get("ROTOR_ISSUER", "").strip()
+    if derived and args.port == 0:
+        raise ConfigError(
+            "ROTOR_ISSUER: --port 0 lets the system pick the port, so the issuer "
+            "(the URL Rotor listens on) is unknown: give a port or ROTOR_ISSUER"
+        )
+    resolved, embedded = resolve_environment(env, issuer=url)
     settings = Settings.from_env(resolved)  # a bad value stops here, before any worker starts
+    # Workers build their settings from the environment (service.app.app_from_env).
     os.environ.update(
-        {"DATABASE_URL": resolved["DATABASE_URL"], "ROTOR_SECRET": resolved["ROTOR_SECRET"]}
+        {
+            "DATABASE_URL": resolved["DATABASE_URL"],
+            "ROTOR_SECRET": resolved["ROTOR_SECRET"],
+            "ROTOR_ISSUER": resolved["ROTOR_ISSUER"],
+        }
     )
     _metrics_directory()
     if not env.get("ROTOR_HASH_CONCURRENCY"):
         # One hash at a time per core across all workers.
         per_worker = max(1, (os.cpu_count() or 1) // max(1, args.workers))
         os.environ["ROTOR_HASH_CONCURRENCY"] = str(per_worker)
-    url = f"http://{args.host}:{args.port}"
     print(_banner(url, settings, embedded), file=sys.stderr, flush=True)
     # uvicorn re-raises SIGTERM after its graceful shutdown; as SystemExit it
     # lets the embedded PostgreSQL stop with the last process that uses it.

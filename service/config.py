@@ -63,17 +63,31 @@ class Settings:
     client_cache_ttl: int = 5
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str]) -> Settings:
-        """Build settings from environment variables (CONTRACT section 1)."""
-        database_url = _required(env, "DATABASE_URL")
-        issuer = env.get("ROTOR_ISSUER", "").strip() or "http://localhost:8000"
-        _check_url("ROTOR_ISSUER", issuer)
+    def from_env(cls, env: Mapping[str, str], *, issuer_required: bool = True) -> Settings:
+        """Build settings from environment variables (CONTRACT section 1).
+
+        ROTOR_ISSUER is required: a store's tokens need one stable issuer, so
+        nothing falls back to a guess (the CLI puts the embedded default's, the
+        URL `rotor serve` listens on, into `env` itself). `issuer_required=False`
+        is for the commands that sign nothing (create-client, create-user,
+        rotate-keys, prune): a set ROTOR_ISSUER is still checked; an unset one
+        leaves `issuer` empty and `audience` empty, which they never read."""
+        database_url = _check_database_url(_required(env, "DATABASE_URL"))
+        secret = parse_secret(_required(env, "ROTOR_SECRET"))
+        issuer = env.get("ROTOR_ISSUER", "").strip()
+        if issuer:
+            _check_url("ROTOR_ISSUER", issuer)
+        elif issuer_required:
+            raise ConfigError(
+                "ROTOR_ISSUER: required with DATABASE_URL: the URL clients reach Rotor at "
+                "(the iss of every token), e.g. https://auth.example.com"
+            )
         audience_raw = env.get("ROTOR_AUDIENCE", "").split()
         return cls(
-            database_url=_check_database_url(database_url),
-            secret=parse_secret(_required(env, "ROTOR_SECRET")),
+            database_url=database_url,
+            secret=secret,
             issuer=issuer,
-            audience=tuple(audience_raw) or (issuer,),
+            audience=tuple(audience_raw) or ((issuer,) if issuer else ()),
             access_token_ttl=_integer(env, "ROTOR_ACCESS_TOKEN_TTL", 300, minimum=1),
             refresh_idle_ttl=_integer(env, "ROTOR_REFRESH_IDLE_TTL", 604800, minimum=1),
             family_max_ttl=_integer(env, "ROTOR_FAMILY_MAX_TTL", 2592000, minimum=1),

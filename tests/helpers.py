@@ -168,6 +168,8 @@ def server_env(database_url: str, **extra: str) -> dict[str, str]:
         **os.environ,
         "DATABASE_URL": database_url,
         "ROTOR_SECRET": base64.urlsafe_b64encode(TEST_SECRET).decode(),
+        # Required with DATABASE_URL; the issuer of the in-process `rotor` fixture.
+        "ROTOR_ISSUER": "http://localhost:8000",
         "ROTOR_ARGON2_TIME_COST": "1",
         "ROTOR_ARGON2_MEMORY_KIB": "8192",
         "ROTOR_ARGON2_PARALLELISM": "1",

@@ -9,18 +9,22 @@ import os
 import shutil
 import subprocess
 import tempfile
+import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import argon2
 import asyncpg
+import httpx
 import psutil
 import pytest
 
+from service.cli import listen_url
 from service.db.migrate import head_revision
 from service.db.tables import metadata
-from tests.helpers import PASSWORD
+from tests.helpers import PASSWORD, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 ROTOR = ROOT / ".venv" / "bin" / "rotor"
@@ -265,6 +269,71 @@ def test_a_bad_log_level_stops_serve_naming_the_variable(env: dict[str, str]) ->
     )
 
 
+# --- the issuer (CONTRACT 1) ---------------------------------------------------------------
+
+ELSEWHERE = "postgresql://rotor@db.invalid:5432/rotor"
+
+
+def test_serve_with_a_database_url_and_no_issuer_exits_2_naming_it() -> None:
+    """Checked before anything starts: the database is not even asked."""
+    result = rotor(
+        "serve", "--port", "1", env=base_env(DATABASE_URL=ELSEWHERE, ROTOR_SECRET=SECRET)
+    )
+    assert (result.returncode, result.stdout, result.stderr.strip()) == (
+        2,
+        "",
+        "rotor: configuration error: ROTOR_ISSUER: required with DATABASE_URL: the URL "
+        "clients reach Rotor at (the iss of every token), e.g. https://auth.example.com",
+    )
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["create-client", "--name", "n", "--grant", "password"],
+        ["create-user", "--username", "nina"],
+        ["rotate-keys", "--force"],
+        ["prune"],
+        ["migrate"],
+    ],
+    ids=lambda command: command[0],
+)
+def test_commands_that_sign_nothing_need_no_issuer(env: dict[str, str], command: list[str]) -> None:
+    assert "ROTOR_ISSUER" not in env
+    if command[0] == "rotate-keys":
+        rotor("rotate-keys", env=env)  # a fresh store has no key: this makes the next one
+    result = rotor(*command, env={**env, "ROTOR_PASSWORD": PASSWORD})
+    assert (result.returncode, result.stderr) == (0, "")
+    assert isinstance(json.loads(result.stdout), dict)
+
+
+@pytest.mark.parametrize(
+    ("host", "port", "url"),
+    [
+        ("127.0.0.1", 8000, "http://127.0.0.1:8000"),
+        ("localhost", 8123, "http://localhost:8123"),
+        ("0.0.0.0", 80, "http://0.0.0.0:80"),  # noqa: S104 (a URL, not a bind)
+        ("::1", 8123, "http://[::1]:8123"),
+        ("::", 8000, "http://[::]:8000"),
+        ("fe80::1%eth0", 9000, "http://[fe80::1%25eth0]:9000"),
+        ("[::1]", 8000, "http://[::1]:8000"),
+    ],
+)
+def test_the_embedded_issuer_is_the_url_serve_listens_on(host: str, port: int, url: str) -> None:
+    assert listen_url(host, port) == url
+
+
+def test_serve_on_port_0_needs_an_issuer(embedded_home: Path) -> None:
+    """The system would pick the port: the URL, so the issuer, would be unknown."""
+    result = rotor("serve", "--port", "0", env=base_env(), cwd=embedded_home)
+    assert (result.returncode, result.stderr.strip(), (embedded_home / ".rotor").exists()) == (
+        2,
+        "rotor: configuration error: ROTOR_ISSUER: --port 0 lets the system pick the port, "
+        "so the issuer (the URL Rotor listens on) is unknown: give a port or ROTOR_ISSUER",
+        False,
+    )
+
+
 # --- the embedded default ------------------------------------------------------------------
 
 
@@ -332,3 +401,69 @@ def test_embedded_default_creates_store_and_secret_once(embedded_home: Path) -> 
         (secret_path.stat().st_ino, secret_path.stat().st_mtime_ns),
         _postmasters(pgdata),
     ) == (True, 0o600, True, secret, identity, [])
+
+
+@contextmanager
+def serving(home: Path, *args: str, env: dict[str, str]) -> Iterator[subprocess.Popen[bytes]]:
+    """`rotor serve` in `home`, once /health/ready answers 200; SIGTERM afterwards.
+    Its stderr goes to home/serve.err."""
+    with (home / "serve.err").open("wb") as err:
+        process = subprocess.Popen(
+            [str(ROTOR), "serve", *args], env=env, cwd=home, stdout=subprocess.DEVNULL, stderr=err
+        )
+    try:
+        port = args[args.index("--port") + 1]
+        deadline = time.monotonic() + 60
+        while True:
+            assert process.poll() is None, (home / "serve.err").read_text()
+            assert time.monotonic() < deadline, "rotor serve did not become ready"
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/health/ready").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            time.sleep(0.1)
+        yield process
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
+
+
+def _claims(token: str) -> dict[str, object]:
+    payload = token.split(".")[1]
+    claims: dict[str, object] = json.loads(
+        base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))
+    )
+    return claims
+
+
+@pytest.mark.slow
+def test_embedded_serve_issues_for_the_url_it_listens_on(embedded_home: Path) -> None:
+    """CONTRACT 1: with the embedded default and no ROTOR_ISSUER, the issuer is
+    http://{--host}:{--port}: in the metadata and in the tokens."""
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    with serving(embedded_home, "--port", str(port), env=base_env()):
+        served = httpx.get(f"{base}/.well-known/oauth-authorization-server").json()
+        created = rotor(
+            "create-client", "--name", "svc", "--grant", "client_credentials",
+            env=base_env(), cwd=embedded_home,
+        )  # fmt: skip
+        assert created.returncode == 0, created.stderr
+        client = json.loads(created.stdout)
+        answer = httpx.post(
+            f"{base}/token",
+            data={"grant_type": "client_credentials"},
+            auth=(client["client_id"], client["client_secret"]),
+        )
+    claims = _claims(answer.json()["access_token"])
+    assert (served["issuer"], served["token_endpoint"], claims["iss"], claims["aud"]) == (
+        base,
+        f"{base}/token",
+        base,
+        base,
+    )

@@ -18,7 +18,8 @@ ROTOR = ROOT / ".venv" / "bin" / "rotor"
 DATABASE_URL = "postgresql://rotor@db.invalid:5432/rotor"
 SECRET_BYTES = bytes(range(32))
 SECRET = base64.urlsafe_b64encode(SECRET_BYTES).rstrip(b"=").decode()
-MINIMAL = {"DATABASE_URL": DATABASE_URL, "ROTOR_SECRET": SECRET}
+ISSUER = "https://auth.example.com"
+MINIMAL = {"DATABASE_URL": DATABASE_URL, "ROTOR_SECRET": SECRET, "ROTOR_ISSUER": ISSUER}
 
 DURATIONS = [
     "ROTOR_ACCESS_TOKEN_TTL",
@@ -52,8 +53,7 @@ def config_error(env: dict[str, str]) -> str:
     [
         ("database_url", DATABASE_URL),
         ("secret", SECRET_BYTES),
-        ("issuer", "http://localhost:8000"),
-        ("audience", ("http://localhost:8000",)),
+        ("audience", (ISSUER,)),
         ("access_token_ttl", 300),
         ("refresh_idle_ttl", 604800),
         ("family_max_ttl", 2592000),
@@ -98,12 +98,12 @@ def test_signing_alg_is_read(alg: str) -> None:
 
 
 def test_issuer_is_read() -> None:
-    assert from_env(ROTOR_ISSUER="https://auth.example.com").issuer == "https://auth.example.com"
+    assert from_env(ROTOR_ISSUER="https://id.example.org/t/").issuer == "https://id.example.org/t/"
 
 
 def test_audience_defaults_to_the_configured_issuer() -> None:
-    settings = from_env(ROTOR_ISSUER="https://auth.example.com")
-    assert settings.audience == ("https://auth.example.com",)
+    settings = from_env(ROTOR_ISSUER="https://id.example.org")
+    assert settings.audience == ("https://id.example.org",)
 
 
 def test_audience_space_separated_keeps_order() -> None:
@@ -212,6 +212,42 @@ def test_missing_secret_is_refused() -> None:
     assert config_error({"DATABASE_URL": DATABASE_URL}).startswith("ROTOR_SECRET:")
 
 
+ISSUER_REQUIRED = (
+    "ROTOR_ISSUER: required with DATABASE_URL: the URL clients reach Rotor at "
+    "(the iss of every token), e.g. https://auth.example.com"
+)
+
+
+@pytest.mark.parametrize("value", [None, "", "   "])
+def test_issuer_is_required_with_a_database_url(value: str | None) -> None:
+    """CONTRACT 1: no fallback to a guess (the embedded default's issuer is put in
+    the environment by the CLI, see test_cli)."""
+    env = {"DATABASE_URL": DATABASE_URL, "ROTOR_SECRET": SECRET}
+    if value is not None:
+        env["ROTOR_ISSUER"] = value
+    assert config_error(env) == ISSUER_REQUIRED
+
+
+def test_commands_that_sign_nothing_need_no_issuer() -> None:
+    env = {"DATABASE_URL": DATABASE_URL, "ROTOR_SECRET": SECRET}
+    settings = Settings.from_env(env, issuer_required=False)
+    assert (settings.issuer, settings.audience, settings.database_url) == ("", (), DATABASE_URL)
+
+
+def test_an_issuer_given_to_a_command_that_signs_nothing_is_still_checked() -> None:
+    with pytest.raises(ConfigError) as info:
+        Settings.from_env({**MINIMAL, "ROTOR_ISSUER": "ftp://nope"}, issuer_required=False)
+    assert str(info.value).startswith("ROTOR_ISSUER:")
+
+
+@pytest.mark.parametrize(
+    "value", [SHORT_SECRET, "c2hvcnQ", SECRET + "!", "\u00e9" + SECRET, SECRET[:20] + " " + SECRET]
+)
+def test_a_refused_secret_is_never_echoed(value: str) -> None:
+    message = config_error({**MINIMAL, "ROTOR_SECRET": value})
+    assert (message.startswith("ROTOR_SECRET:"), value.strip()[:8] in message) == (True, False)
+
+
 @pytest.mark.parametrize("value", ["not-an-ip", "10.0.0.0/33", "10.0.0.1;10.0.0.2", "::g"])
 def test_bad_trusted_proxies_are_refused(value: str) -> None:
     message = config_error({**MINIMAL, "ROTOR_TRUSTED_PROXIES": value})
@@ -255,7 +291,7 @@ def _clean_env(**extra: str) -> dict[str, str]:
 
 
 def test_serve_with_a_bad_duration_does_not_start(unused_tcp_port: int) -> None:
-    env = _clean_env(DATABASE_URL=DATABASE_URL, ROTOR_SECRET=SECRET, ROTOR_ACCESS_TOKEN_TTL="abc")
+    env = _clean_env(**MINIMAL, ROTOR_ACCESS_TOKEN_TTL="abc")
     result = subprocess.run(
         [str(ROTOR), "serve", "--port", str(unused_tcp_port)],
         env=env,

@@ -148,7 +148,13 @@ def test_production_default_parameters() -> None:
 
 
 def test_settings_use_the_production_parameters_by_default() -> None:
-    settings = Settings.from_env({"DATABASE_URL": "postgresql://u@h/d", "ROTOR_SECRET": "A" * 43})
+    settings = Settings.from_env(
+        {
+            "DATABASE_URL": "postgresql://u@h/d",
+            "ROTOR_SECRET": "A" * 43,
+            "ROTOR_ISSUER": "https://auth.example.com",
+        }
+    )
     assert settings.argon2 == Argon2Params(time_cost=3, memory_kib=65536, parallelism=4)
 
 
