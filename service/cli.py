@@ -11,6 +11,7 @@ import os
 import secrets
 import signal
 import sys
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,14 @@ class Embedded:
         self._server: Any = None
 
     def start(self) -> str:
-        import pgserver
+        with warnings.catch_warnings():
+            # pgserver asks platformdirs for the user's runtime directory when it
+            # is imported (for its lock file and, failing shorter paths, its
+            # socket); without XDG_RUNTIME_DIR (a container, a CI job, sudo)
+            # platformdirs warns and uses a private directory under /tmp, which
+            # is fine for both. Rotor's data is in ROTOR_HOME either way.
+            warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR")
+            import pgserver
 
         self.home.mkdir(parents=True, exist_ok=True)
         self._forget_dead_users()

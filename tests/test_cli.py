@@ -21,7 +21,8 @@ import httpx
 import psutil
 import pytest
 
-from service.cli import listen_url
+from service.cli import Embedded, _banner, listen_url
+from service.config import Settings
 from service.db.migrate import head_revision
 from service.db.tables import metadata
 from tests.helpers import PASSWORD, free_port
@@ -467,3 +468,66 @@ def test_embedded_serve_issues_for_the_url_it_listens_on(embedded_home: Path) ->
         base,
         base,
     )
+
+
+LOG_FIELDS = {"ts", "level", "logger", "msg"}
+
+
+def _rotors_own(line: str) -> bool:
+    """A line Rotor writes to stderr: a `rotor: ` message of the CLI, or a JSON log
+    line of its logging (service/observability/logs.py), whoever the logger is."""
+    if line.startswith("rotor: "):
+        return True
+    try:
+        entry = json.loads(line)
+    except ValueError:
+        return False
+    return isinstance(entry, dict) and set(entry) >= LOG_FIELDS
+
+
+@pytest.mark.slow
+def test_every_command_on_the_embedded_database_writes_only_rotors_own_lines(
+    embedded_home: Path,
+) -> None:
+    """Without XDG_RUNTIME_DIR, pgserver's platformdirs warned at every command
+    (RuntimeDirWarning and its source line); nothing but Rotor's lines now."""
+    home = embedded_home / ".rotor"
+    env = {**base_env(ROTOR_HOME=str(home)), "ROTOR_PASSWORD": PASSWORD}
+    env.pop("XDG_RUNTIME_DIR", None)
+    runs = {
+        "migrate": rotor("migrate", env=env, cwd=embedded_home),
+        "create-client": rotor("create-client", "--name", "app", "--grant", "password", env=env),
+        "create-user": rotor("create-user", "--username", "alice", env=env, cwd=embedded_home),
+        "rotate-keys": rotor("rotate-keys", env=env, cwd=embedded_home),
+        "rotate-keys --force": rotor("rotate-keys", "--force", env=env, cwd=embedded_home),
+        "prune": rotor("prune", env=env, cwd=embedded_home),
+        "openapi": rotor("openapi", env=env, cwd=embedded_home),
+    }
+    port = free_port()
+    with serving(embedded_home, "--port", str(port), env=env):
+        pass
+    served = (embedded_home / "serve.err").read_text()
+    banner = _banner(
+        f"http://127.0.0.1:{port}",
+        Settings(database_url=ELSEWHERE, secret=bytes(32), issuer=f"http://127.0.0.1:{port}"),
+        Embedded(home),
+    ).splitlines()
+    others = {
+        name: [line for line in run.stderr.splitlines() if not _rotors_own(line)]
+        for name, run in runs.items()
+    }
+    # Up to the banner's end only: a SIGTERM soon after start-up sometimes ends in
+    # CPython's "Exception ignored in: <module 'threading'>" traceback, from the
+    # hashing pool closed with shutdown(wait=False) (service/accounts/passwords.py).
+    serve_lines = [line for line in served.splitlines() if not _rotors_own(line)]
+    others["serve"] = serve_lines[: len(banner)]
+    assert {name: run.returncode for name, run in runs.items()} == {
+        "migrate": 0,
+        "create-client": 0,
+        "create-user": 0,
+        "rotate-keys": 1,  # no next key in a new store: one is made, "rotate again later"
+        "rotate-keys --force": 0,
+        "prune": 0,
+        "openapi": 0,
+    }
+    assert others == {name: [] for name in runs} | {"serve": banner}
