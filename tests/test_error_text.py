@@ -95,11 +95,12 @@ ERRORS = {
     name
     for name, kind in inspect.getmembers(service.errors, inspect.isclass)
     if issubclass(kind, service.errors.OAuthError)
-}
+} | {"BadRequest"}  # service/admin/paging.py's name for InvalidRequest
 # What the f-string descriptions interpolate, each checked not to be the caller's text:
-# constants and settings, names of the protocol's own parameters or fields, a grant type
-# already known to be one of Rotor's, and msgspec's validation message (type names and
-# the path of the field in the body, for bodies with fixed field names).
+# constants and settings, names of the protocol's own parameters or fields, what a
+# revocation is by (family, user, client), a grant type already known to be one of
+# Rotor's, and msgspec's validation message (type names and the path of the field in
+# the body, for bodies with fixed field names and no enum or constraint).
 INTERPOLATED = {
     "FORM_TYPE",
     "MAX_LIMIT",
@@ -107,6 +108,7 @@ INTERPOLATED = {
     "MAX_USERNAME_CHARS",
     "', '.join(EVENT_TYPES)",
     "', '.join(GRANT_TYPES)",
+    "by",
     "exc",
     "grant_type",
     "min_age",
