@@ -448,7 +448,8 @@ def test_embedded_serve_issues_for_the_url_it_listens_on(embedded_home: Path) ->
     http://{--host}:{--port}: in the metadata and in the tokens."""
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    with serving(embedded_home, "--port", str(port), env=base_env()):
+    quick = base_env(ROTOR_SHUTDOWN_DELAY="0")
+    with serving(embedded_home, "--port", str(port), env=quick):
         served = httpx.get(f"{base}/.well-known/oauth-authorization-server").json()
         created = rotor(
             "create-client", "--name", "svc", "--grant", "client_credentials",
@@ -467,6 +468,14 @@ def test_embedded_serve_issues_for_the_url_it_listens_on(embedded_home: Path) ->
         f"{base}/token",
         base,
         base,
+    )
+    # A ROTOR_ISSUER given explicitly wins over the URL served.
+    given = {**quick, "ROTOR_ISSUER": "https://auth.example.com"}
+    with serving(embedded_home, "--port", str(port), env=given):
+        again = httpx.get(f"{base}/.well-known/oauth-authorization-server").json()
+    assert (again["issuer"], again["jwks_uri"]) == (
+        "https://auth.example.com",
+        "https://auth.example.com/.well-known/jwks.json",
     )
 
 
@@ -504,7 +513,7 @@ def test_every_command_on_the_embedded_database_writes_only_rotors_own_lines(
         "openapi": rotor("openapi", env=env, cwd=embedded_home),
     }
     port = free_port()
-    with serving(embedded_home, "--port", str(port), env=env):
+    with serving(embedded_home, "--port", str(port), env={**env, "ROTOR_SHUTDOWN_DELAY": "0"}):
         pass
     served = (embedded_home / "serve.err").read_text()
     banner = _banner(
