@@ -25,7 +25,7 @@ import asyncpg
 
 from bench import procs
 from service.config import Argon2Params
-from service.tokens.rotation import ROTATE_SQL
+from service.db.families import ROTATE_SQL
 
 PGBENCH_ESTIMATE_TPS = 10_000  # only sizes the warm-up's rows: more than 2 cores can do
 SUCCESSOR_OFFSET = 10**12

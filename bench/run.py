@@ -27,9 +27,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from bench import ceilings, mint, procs, seed, wrk
-from bench.cli import Options
 from bench.database import Postgres, pgbench_binary
 from bench.measure import CPUS, Measurement, measure
+from bench.options import Options
 from bench.report import Report, ScalePoint
 from bench.servers import Server, start_minimal, start_rotor
 from service.config import Settings

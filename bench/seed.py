@@ -1,6 +1,6 @@
 """Putting what the load needs into the store before it starts: clients and
 users (through the `rotor` CLI, as an operator would), token families with one
-live refresh token each (COPY, the same rows FamilyStore.start writes), filler
+live refresh token each (COPY, the same rows service.db.families.start writes), filler
 families for the scale comparison, and the rows pgbench rotates."""
 
 from __future__ import annotations
@@ -115,7 +115,7 @@ async def seed_families(
     url: str, settings: Settings, client_id: str, user_ids: list[uuid.UUID], count: int
 ) -> list[str]:
     """`count` new families (a login each), one live generation-1 refresh token
-    each; returns the tokens. Same rows as FamilyStore.start, written by COPY."""
+    each; returns the tokens. Same rows as service.db.families.start, written by COPY."""
     now = datetime.now(UTC)
     family_expires = now + timedelta(seconds=settings.family_max_ttl)
     token_expires = min(now + timedelta(seconds=settings.refresh_idle_ttl), family_expires)

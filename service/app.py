@@ -2,20 +2,13 @@
 
 from __future__ import annotations
 
-import gc
 import logging
 import os
 import warnings
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any
 
 from joserfc.errors import SecurityWarning
 from litestar import Litestar
-from litestar.openapi import OpenAPIConfig
-from litestar.openapi.plugins import ScalarRenderPlugin
-from litestar.openapi.spec import Components, SecurityScheme
-from litestar.plugins.prometheus import PrometheusController
 from litestar.types import (
     ASGIApp,
     LifeSpanReceive,
@@ -26,51 +19,39 @@ from litestar.types import (
     Send,
 )
 
-from service import __version__
-from service.accounts.clients import ClientCache, ClientStore
+from service.accounts.clients import ClientCache
 from service.accounts.passwords import PasswordHasher
 from service.accounts.throttle import LoginThrottle
-from service.accounts.users import UserStore
 from service.admin.accounts import AccountAdmin
+from service.admin.auth import AdminAuth
 from service.admin.events import EventAdmin
 from service.admin.keys import KeyAdmin
 from service.admin.sessions import SessionAdmin
 from service.config import Settings, log_level
-from service.db.migrate import head_revision
 from service.db.pool import Database
-from service.http.admin import AdminController
-from service.http.discovery import jwks, metadata
 from service.http.edge import Edge
-from service.http.errors import EXCEPTION_HANDLERS
-from service.http.gateway import INTROSPECT_PATH, introspect_endpoint, revoke
-from service.http.health import live, ready
+from service.http.plugin import RAW_PATHS, RotorPlugin
 from service.http.raw import MAX_BODY_BYTES, document
-from service.http.refresh import REFRESH_PATH, refresh_endpoint
 from service.http.state import Services
-from service.http.token import token
 from service.observability.logs import configure_logging
 from service.observability.shutdown import Drain
 from service.tokens.access import AccessTokenIssuer
-from service.tokens.families import FamilyStore
-from service.tokens.grants import TokenService
+from service.tokens.families import FamilyLimits
+from service.tokens.grants import TokenEndpoint
+from service.tokens.grants.client_credentials import ClientCredentialsGrant
+from service.tokens.grants.password import PasswordGrant
+from service.tokens.grants.refresh_token import RefreshTokenGrant
 from service.tokens.introspection import IntrospectionService
-from service.tokens.keys import KeyRing, KeyStore
+from service.tokens.keys import KeyRing, KeyVault
 from service.tokens.pruning import Pruner
 from service.tokens.revocation import RevocationService
 from service.tokens.rotation import RotationService
 from service.tokens.secretbox import SecretBox
 from service.tokens.verify import AccessTokenVerifier
 
+__all__ = ["MAX_BODY_BYTES", "RotorApp", "create_app", "create_asgi", "quiet_known_warnings"]
+
 log = logging.getLogger("rotor")
-
-
-class MetricsController(PrometheusController):
-    path = "/metrics"
-    include_in_schema = False
-
-
-class SchemaNotReady(RuntimeError):
-    pass
 
 
 class RotorApp(Litestar):
@@ -99,16 +80,14 @@ def quiet_known_warnings() -> None:
 def build_services(
     settings: Settings, database: Database, *, isolate_hashing: bool = False
 ) -> Services:
-    box = SecretBox.for_purpose(settings.secret, b"signing-keys")
-    key_store = KeyStore(box)
+    vault = KeyVault(SecretBox.for_purpose(settings.secret, b"signing-keys"))
     keys = KeyRing(
-        key_store,
+        vault,
         database,
         access_ttl=settings.access_token_ttl,
         interval=settings.key_refresh_interval,
     )
     hasher = PasswordHasher(settings.argon2, settings.hash_concurrency, isolated=isolate_hashing)
-    clients, users = ClientStore(), UserStore()
     issuer = AccessTokenIssuer(settings, keys)
     rotation = RotationService(
         database=database,
@@ -116,15 +95,26 @@ def build_services(
         idle_ttl=settings.refresh_idle_ttl,
         reuse_grace=settings.reuse_grace,
     )
-    tokens = TokenService(
+    throttle = LoginThrottle(
+        database,
+        hasher,
+        max_failures=settings.login_max_failures,
+        window=settings.login_window,
+    )
+    password = PasswordGrant(
         database=database,
-        clients=ClientCache(clients, database, settings.client_cache_ttl),
-        users=users,
         hasher=hasher,
-        throttle=LoginThrottle(settings.login_max_failures, settings.login_window),
-        families=FamilyStore(idle_ttl=settings.refresh_idle_ttl, max_ttl=settings.family_max_ttl),
+        throttle=throttle,
+        limits=FamilyLimits(idle_ttl=settings.refresh_idle_ttl, max_ttl=settings.family_max_ttl),
         issuer=issuer,
-        rotation=rotation,
+    )
+    tokens = TokenEndpoint(
+        ClientCache(database, settings.client_cache_ttl),
+        {
+            "password": password,
+            "client_credentials": ClientCredentialsGrant(issuer),
+            "refresh_token": RefreshTokenGrant(rotation),
+        },
     )
     verifier = AccessTokenVerifier(settings, keys)
     return Services(
@@ -132,17 +122,16 @@ def build_services(
         database=database,
         hasher=hasher,
         keys=keys,
-        clients=clients,
-        users=users,
         tokens=tokens,
         verifier=verifier,
         introspection=IntrospectionService(database, verifier),
         revocation=RevocationService(database, verifier),
-        account_admin=AccountAdmin(database, hasher, users, clients),
+        admin_auth=AdminAuth(database, verifier),
+        account_admin=AccountAdmin(database, hasher),
         session_admin=SessionAdmin(database),
         event_admin=EventAdmin(database),
         key_admin=KeyAdmin(
-            database, key_store, alg=settings.signing_alg, min_age=settings.jwks_max_age
+            database, vault, alg=settings.signing_alg, min_age=settings.jwks_max_age
         ),
         drain=Drain(settings.shutdown_delay),
         pruner=Pruner(
@@ -153,19 +142,6 @@ def build_services(
             login_window=settings.login_window,
         ),
     )
-
-
-async def check_schema(database: Database) -> None:
-    async with database.connection() as connection:
-        exists = await connection.fetchval("SELECT to_regclass('alembic_version') IS NOT NULL")
-        current = (
-            await connection.fetchval("SELECT version_num FROM alembic_version") if exists else None
-        )
-    if current != head_revision():
-        raise SchemaNotReady(
-            f"database schema is at {current or 'nothing'}, not {head_revision()}: "
-            "run `rotor migrate` (DATABASE_URL) first"
-        )
 
 
 def create_app(
@@ -180,73 +156,14 @@ def create_app(
         settings.database_url, timeout=settings.db_timeout, max_size=settings.db_pool_size
     )
     services = build_services(settings, database, isolate_hashing=isolate_hashing)
-
-    @asynccontextmanager
-    async def lifespan(app: Litestar) -> AsyncIterator[None]:
-        await database.open()
-        try:
-            await check_schema(database)
-            await services.keys.start(settings.signing_alg)
-            services.pruner.start()
-            services.hasher.start()
-            app.state.services = services
-            if drain_on_sigterm:
-                services.drain.install()
-            if freeze_gc:
-                # Everything made at start-up lives as long as the process: out of
-                # the collector's sight, a full collection scans only what requests
-                # made. Measured in a worker under /refresh load: full collections
-                # of 55 to 70 ms, each a pause for every request in flight, before;
-                # none over 5 ms after (the gc module's docs advise this for servers).
-                gc.freeze()
-            yield
-        finally:
-            services.drain.uninstall()
-            await services.pruner.stop()
-            await services.keys.stop()
-            services.hasher.close()
-            await database.close()
-
+    plugin = RotorPlugin(services, drain_on_sigterm=drain_on_sigterm, freeze_gc=freeze_gc)
+    # Litestar 2.25 takes the router's body limit from its constructor, not from
+    # the AppConfig a plugin returns: given here as well.
     app = RotorApp(
-        route_handlers=[
-            token,
-            refresh_endpoint,
-            introspect_endpoint,
-            revoke,
-            AdminController,
-            MetricsController,
-            jwks,
-            metadata,
-            live,
-            ready,
-        ],
-        lifespan=[lifespan],
-        exception_handlers=EXCEPTION_HANDLERS,
-        deadline=settings.db_timeout,
-        request_max_body_size=MAX_BODY_BYTES,
-        openapi_config=openapi_config(),
-        debug=False,
-        logging_config=None,
+        plugins=[plugin], deadline=settings.db_timeout, request_max_body_size=MAX_BODY_BYTES
     )
-    document(app, {"/refresh": REFRESH_PATH, "/introspect": INTROSPECT_PATH})
+    document(app, RAW_PATHS)
     return app
-
-
-def openapi_config() -> OpenAPIConfig:
-    return OpenAPIConfig(
-        title="Rotor",
-        version=__version__,
-        description="Short-lived access JWTs and rotating single-use refresh tokens.",
-        path="/schema",
-        render_plugins=[ScalarRenderPlugin()],
-        components=Components(
-            security_schemes={
-                "client_secret_basic": SecurityScheme(type="http", scheme="basic"),
-                "bearer": SecurityScheme(type="http", scheme="bearer", bearer_format="JWT"),
-            }
-        ),
-        use_handler_docstrings=False,
-    )
 
 
 def create_asgi(settings: Settings, *, served: bool = False) -> ASGIApp:

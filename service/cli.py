@@ -209,7 +209,7 @@ async def _with_connection(settings: Settings, work: Any, *, transaction: bool =
 
 
 def cmd_create_client(args: argparse.Namespace, env: Mapping[str, str]) -> int:
-    from service.accounts.clients import ClientStore
+    from service.accounts.clients import create_client
     from service.admin.accounts import check_client
     from service.errors import OAuthError
 
@@ -229,7 +229,7 @@ def cmd_create_client(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     settings, _embedded = _settings(env)
 
     async def work(connection: Any) -> Any:
-        return await ClientStore().create(
+        return await create_client(
             connection,
             name=args.name,
             grant_types=grants,
@@ -246,7 +246,7 @@ def cmd_create_client(args: argparse.Namespace, env: Mapping[str, str]) -> int:
 
 def cmd_create_user(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     from service.accounts.passwords import PasswordHasher, password_problem
-    from service.accounts.users import UsernameTaken, UserStore
+    from service.accounts.users import UsernameTaken, create_user
     from service.admin.accounts import check_username
     from service.errors import OAuthError
 
@@ -268,7 +268,7 @@ def cmd_create_user(args: argparse.Namespace, env: Mapping[str, str]) -> int:
             password_hash = await hasher.hash(password)
         finally:
             hasher.close()
-        return await UserStore().create(connection, args.username, password_hash)
+        return await create_user(connection, args.username, password_hash)
 
     try:
         user = asyncio.run(_with_connection(settings, work))
@@ -279,28 +279,32 @@ def cmd_create_user(args: argparse.Namespace, env: Mapping[str, str]) -> int:
 
 
 def cmd_rotate_keys(args: argparse.Namespace, env: Mapping[str, str]) -> int:
-    from service.admin.keys import rotate_keys
+    import msgspec
+
+    from service.admin.keys import NO_NEXT_KEY, rotate_keys
     from service.errors import Conflict
-    from service.tokens.keys import KeyStore
+    from service.tokens.keys import KeyVault
     from service.tokens.secretbox import SecretBox
 
     settings, _embedded = _settings(env)
-    store = KeyStore(SecretBox.for_purpose(settings.secret, b"signing-keys"))
+    vault = KeyVault(SecretBox.for_purpose(settings.secret, b"signing-keys"))
 
     async def work(connection: Any) -> Any:
         return await rotate_keys(
             connection,
-            store,
+            vault,
             alg=settings.signing_alg,
             min_age=settings.jwks_max_age,
             force=args.force,
         )
 
     try:
-        key = asyncio.run(_with_connection(settings, work, transaction=False))
+        key = asyncio.run(_with_connection(settings, work))
     except Conflict as exc:
         return _fail(exc.description)
-    print(json.dumps(key))
+    if key is None:  # a next key was made and committed: rotate again later
+        return _fail(NO_NEXT_KEY)
+    print(msgspec.json.encode(key).decode())
     return 0
 
 

@@ -25,8 +25,8 @@ from joserfc import jwt
 from joserfc.jwk import KeySet
 from litestar.testing import AsyncTestClient
 
-from service.accounts.clients import ClientStore
-from service.accounts.users import UserStore
+from service.accounts.clients import create_client
+from service.accounts.users import create_user
 from service.app import create_app
 from service.config import Settings
 
@@ -76,7 +76,7 @@ class Rotor:
         admin: bool = False,
         name: str = "test-client",
     ) -> RegisteredClient:
-        client, secret = await ClientStore().create(
+        client, secret = await create_client(
             self.db,
             name=name,
             grant_types=ALL_GRANTS if grants is None else grants,
@@ -90,7 +90,7 @@ class Rotor:
     async def user(
         self, username: str = "alice", password: str = PASSWORD, *, password_hash: str | None = None
     ) -> str:
-        user = await UserStore().create(
+        user = await create_user(
             self.db, username, password_hash or self._argon2.hash(password)
         )
         return str(user.id)
@@ -293,3 +293,43 @@ def claims_of(token: str) -> dict[str, Any]:
     """A JWT's payload as sent (unverified: for comparing with what Rotor says)."""
     claims: dict[str, Any] = json.loads(unb64u(token.split(".")[1]))
     return claims
+
+
+# RFC 6749 5.2: error_description = 1*( %x20-21 / %x23-5B / %x5D-7E ), printable
+# ASCII but '"' and '\'.
+DESCRIPTION_CHARACTERS = frozenset(map(chr, range(0x20, 0x7F))) - {'"', "\\"}
+
+
+def assert_no_store(response: httpx.Response) -> None:
+    """RFC 6749 5.1: an answer carrying (or refusing) tokens is never cached."""
+    assert response.headers["cache-control"] == "no-store"
+    assert response.headers["pragma"] == "no-cache"
+
+
+def assert_error(
+    response: httpx.Response,
+    status: int,
+    error: str,
+    description: str | None = None,
+    *,
+    www_authenticate: str | None = None,
+    case: object = "",
+) -> None:
+    """An RFC 6749 5.2 error answer, never cached: `status`, a body of exactly
+    `error` and a non-empty `error_description` of the characters 5.2 allows
+    (exactly `description` if given) and, if given, exactly that
+    WWW-Authenticate challenge. `case` names the variant in failure messages."""
+    assert response.status_code == status, (case, response.text)
+    assert_no_store(response)
+    body = response.json()
+    assert isinstance(body, dict), (case, body)
+    assert set(body) == {"error", "error_description"}, (case, body)
+    assert body["error"] == error, (case, body)
+    text = body["error_description"]
+    assert isinstance(text, str), (case, body)
+    assert text, (case, body)
+    assert set(text) <= DESCRIPTION_CHARACTERS, (case, text)
+    if description is not None:
+        assert text == description, (case, body)
+    if www_authenticate is not None:
+        assert response.headers.get("www-authenticate") == www_authenticate, (case, body)

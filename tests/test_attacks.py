@@ -43,7 +43,7 @@ from litestar.testing import AsyncTestClient
 
 from service.app import create_app
 from service.config import Settings
-from service.tokens.keys import KeyStore, SigningKey
+from service.tokens.keys import KeyVault, SigningKey
 from service.tokens.secretbox import SecretBox
 from tests.helpers import RegisteredClient, Rotor, claims_of, client_token, unb64u
 
@@ -196,7 +196,7 @@ class Target:
 async def load_key(rotor: Rotor, state: str) -> SigningKey:
     """The signing key in `state` ('active' or 'next'), private part included."""
     box = SecretBox.for_purpose(rotor.settings.secret, b"signing-keys")
-    ring = await KeyStore(box).load(rotor.db, rotor.settings.access_token_ttl)
+    ring = await KeyVault(box).load(rotor.db, rotor.settings.access_token_ttl)
     kid = await rotor.db.fetchval("SELECT kid FROM signing_keys WHERE state = $1", state)
     assert isinstance(kid, str), state
     return ring.verifying[kid]

@@ -525,11 +525,8 @@ def test_every_command_on_the_embedded_database_writes_only_rotors_own_lines(
         name: [line for line in run.stderr.splitlines() if not _rotors_own(line)]
         for name, run in runs.items()
     }
-    # Up to the banner's end only: a SIGTERM soon after start-up sometimes ends in
-    # CPython's "Exception ignored in: <module 'threading'>" traceback, from the
-    # hashing pool closed with shutdown(wait=False) (service/accounts/passwords.py).
     serve_lines = [line for line in served.splitlines() if not _rotors_own(line)]
-    others["serve"] = serve_lines[: len(banner)]
+    others["serve"] = serve_lines
     assert {name: run.returncode for name, run in runs.items()} == {
         "migrate": 0,
         "create-client": 0,

@@ -29,10 +29,11 @@ from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 from litestar.testing import TestClient
 
-from service.accounts.clients import ClientStore, Credentials, parse_basic, presented_credentials
+from service.accounts.clients import Credentials, create_client
 from service.app import create_app
 from service.config import Settings
 from service.errors import InvalidClient, InvalidRequest, InvalidScope
+from service.http.basic import parse_basic, presented_credentials
 from service.http.forms import FORM_TYPE, parse_form, parse_pairs
 from service.tokens.scopes import grant_scope, is_scope_token, requested_scopes
 from tests.helpers import ALL_GRANTS, basic
@@ -343,7 +344,7 @@ def test_a_granted_scope_is_within_the_allowed_scopes_without_repeats(
 async def _register_client(database_url: str) -> tuple[str, str]:
     connection = await asyncpg.connect(database_url)
     try:
-        client, secret = await ClientStore().create(
+        client, secret = await create_client(
             connection,
             name="properties",
             grant_types=ALL_GRANTS,

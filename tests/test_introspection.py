@@ -29,9 +29,9 @@ from litestar.testing import AsyncTestClient
 from service.app import create_app
 from service.config import Settings
 from service.db.pool import DatabaseUnavailable
-from service.tokens.keys import KeyStore, SigningKey
+from service.tokens.keys import KeyVault, SigningKey
 from service.tokens.secretbox import SecretBox
-from tests.helpers import RegisteredClient, Rotor, begin, claims_of
+from tests.helpers import RegisteredClient, Rotor, assert_error, assert_no_store, begin, claims_of
 
 INACTIVE = {"active": False}
 FORM = "application/x-www-form-urlencoded"
@@ -84,11 +84,6 @@ async def answers(
     return result
 
 
-def assert_no_store(response: httpx.Response) -> None:
-    assert response.headers["cache-control"] == "no-store"
-    assert response.headers["pragma"] == "no-cache"
-
-
 def assert_answer(response: httpx.Response, expected: dict[str, Any]) -> None:
     assert response.status_code == 200, response.text
     assert response.json() == expected
@@ -101,21 +96,9 @@ async def assert_inactive(rotor: Rotor, gateway: RegisteredClient, token: str) -
 
 def assert_invalid_client(response: httpx.Response, description: str) -> None:
     """RFC 6749 5.2: 401 invalid_client with the Basic challenge."""
-    assert (response.status_code, response.json(), response.headers.get("www-authenticate")) == (
-        401,
-        {"error": "invalid_client", "error_description": description},
-        'Basic realm="rotor"',
+    assert_error(
+        response, 401, "invalid_client", description, www_authenticate='Basic realm="rotor"'
     )
-    assert_no_store(response)
-
-
-def assert_error(response: httpx.Response, status: int, error: str) -> None:
-    assert response.status_code == status, response.text
-    body = response.json()
-    assert set(body) == {"error", "error_description"}, body
-    assert body["error"] == error
-    assert isinstance(body["error_description"], str)
-    assert_no_store(response)
 
 
 async def refresh(rotor: Rotor, client: RegisteredClient, token: str) -> httpx.Response:
@@ -124,7 +107,7 @@ async def refresh(rotor: Rotor, client: RegisteredClient, token: str) -> httpx.R
 
 async def active_key(rotor: Rotor) -> SigningKey:
     box = SecretBox.for_purpose(rotor.settings.secret, b"signing-keys")
-    state = await KeyStore(box).load(rotor.db, rotor.settings.access_token_ttl)
+    state = await KeyVault(box).load(rotor.db, rotor.settings.access_token_ttl)
     return state.active
 
 
@@ -407,25 +390,27 @@ async def test_rotation_spends_the_old_refresh_token_and_the_new_one_is_active(
         assert (body["active"], body["sid"]) == (True, str(session.family_id))
 
 
-async def test_token_type_hint_changes_nothing(rotor: Rotor) -> None:
+@pytest.mark.parametrize("kind", ["access", "refresh"])
+async def test_token_type_hint_changes_nothing(rotor: Rotor, kind: str) -> None:
     session = await begin(rotor)
-    for token in (session.access_token, session.refresh_token):
-        plain = (await introspect(rotor, session.gateway, token)).json()
-        assert plain["active"] is True
+    token = session.access_token if kind == "access" else session.refresh_token
+    plain = (await introspect(rotor, session.gateway, token)).json()
+    assert plain["active"] is True
 
-        hinted = await answers(rotor, session.gateway, dict.fromkeys(HINTS, token), hinted=True)
+    hinted = await answers(rotor, session.gateway, dict.fromkeys(HINTS, token), hinted=True)
 
-        assert hinted == dict.fromkeys(HINTS, (200, plain, "no-store", "no-cache"))
+    assert hinted == dict.fromkeys(HINTS, (200, plain, "no-store", "no-cache"))
 
 
-async def test_token_type_hint_does_not_revive_an_inactive_token(rotor: Rotor) -> None:
+@pytest.mark.parametrize("kind", ["access", "refresh"])
+async def test_token_type_hint_does_not_revive_an_inactive_token(rotor: Rotor, kind: str) -> None:
     session = await begin(rotor)
     await rotor.db.execute("UPDATE token_families SET revoked_at = now(), revoked_reason = 'admin'")
+    token = session.access_token if kind == "access" else session.refresh_token
 
-    for token in (session.access_token, session.refresh_token):
-        hinted = await answers(rotor, session.gateway, dict.fromkeys(HINTS, token), hinted=True)
+    hinted = await answers(rotor, session.gateway, dict.fromkeys(HINTS, token), hinted=True)
 
-        assert hinted == dict.fromkeys(HINTS, INACTIVE_ANSWER)
+    assert hinted == dict.fromkeys(HINTS, INACTIVE_ANSWER)
 
 
 # --------------------------------------------------------------------------- inactive
@@ -629,17 +614,18 @@ def assert_unavailable(response: httpx.Response) -> None:
     assert int(retry_after) >= 1
 
 
+@pytest.mark.parametrize("kind", ["access", "refresh", "garbage"])
 async def test_unreachable_database_is_503_never_a_guess(
-    rotor: Rotor, monkeypatch: pytest.MonkeyPatch
+    rotor: Rotor, monkeypatch: pytest.MonkeyPatch, kind: str
 ) -> None:
     session = await begin(rotor)
+    token = {"access": session.access_token, "refresh": session.refresh_token}.get(kind, kind)
     services = rotor.http.app.state.services
     unreachable = _Unreachable()
     monkeypatch.setattr(services.database, "connection", unreachable.connection)
     monkeypatch.setattr(services.database, "transaction", unreachable.transaction)
 
-    for token in (session.access_token, session.refresh_token, "garbage"):
-        assert_unavailable(await introspect(rotor, session.gateway, token))
+    assert_unavailable(await introspect(rotor, session.gateway, token))
 
 
 @pytest.mark.parametrize(

@@ -570,9 +570,9 @@ async def test_an_attempt_waits_for_those_in_flight_then_logs_in(
 async def test_attempts_in_flight_for_too_long_make_a_login_503(
     settings: Settings, db: asyncpg.Connection, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from service.tokens import grants
+    from service.accounts import throttle
 
-    monkeypatch.setattr(grants, "IN_FLIGHT_MAX_WAIT", 0.3)
+    monkeypatch.setattr(throttle, "IN_FLIGHT_MAX_WAIT", 0.3)
     async with serve_in_loop(settings, db, PEER) as rotor:
         client = await rotor.client()
         await rotor.user()

@@ -14,7 +14,7 @@ from contextlib import asynccontextmanager
 import httpx
 import pytest
 
-from service.accounts.clients import ClientStore
+from service.accounts.clients import create_client
 from tests.helpers import PASSWORD, basic, start_rotor, stop_rotor
 
 ROUNDS = 10
@@ -34,7 +34,7 @@ async def rotor_processes(database_url: str, count: int, grace: int) -> AsyncIte
 
 
 async def _race(database_url: str, db, grace: int) -> list[Counter[int]]:
-    client, secret = await ClientStore().create(
+    client, secret = await create_client(
         db,
         name="race",
         grant_types=["password", "refresh_token"],

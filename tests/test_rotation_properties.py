@@ -46,8 +46,8 @@ from hypothesis.stateful import (
 )
 from litestar.testing import TestClient
 
-from service.accounts.clients import ClientStore
-from service.accounts.users import UserStore
+from service.accounts.clients import create_client
+from service.accounts.users import create_user
 from service.app import create_app
 from service.config import Settings
 from tests.helpers import PASSWORD, basic
@@ -118,11 +118,10 @@ class RotationMachine(RuleBasedStateMachine):
 
     @initialize()
     def clients(self) -> None:
-        store = ClientStore()
         created = []
         for name in ("main", "other"):
             client, secret = self.world.loop.run_until_complete(
-                store.create(
+                create_client(
                     self.world.db,
                     name=name,
                     grant_types=["password", "refresh_token"],
@@ -162,7 +161,7 @@ class RotationMachine(RuleBasedStateMachine):
     def login(self) -> Entry:
         username = f"user-{uuid.uuid4().hex}"
         user = self.world.loop.run_until_complete(
-            UserStore().create(self.world.db, username, self.world.password_hash)
+            create_user(self.world.db, username, self.world.password_hash)
         )
         response = self.world.http.post(
             "/token",

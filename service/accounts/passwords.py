@@ -110,7 +110,11 @@ class PasswordHasher:
         return self._argon2.check_needs_rehash(stored_hash)
 
     def close(self) -> None:
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        # Waits for the hash in flight, if any (at most one per slot; queued ones
+        # are cancelled): leaving the pool's threads running into interpreter
+        # exit made CPython print "Exception ignored in: <module 'threading'>"
+        # after a SIGTERM soon after start-up.
+        self._executor.shutdown(wait=True, cancel_futures=True)
 
     def _new_executor(self) -> Executor:
         if self._isolated:
@@ -140,7 +144,7 @@ class PasswordHasher:
     @contextlib.contextmanager
     def queued(self) -> Iterator[None]:
         """A place among this process's logins waiting for a hash, or for
-        attempts in flight on their username to end (service/tokens/grants.py):
+        attempts in flight on their username to end (service/accounts/throttle.py):
         more than can finish soon are told so at once (503)."""
         if self._waiting >= self._max_waiting:
             raise HashQueueFull

@@ -3,42 +3,23 @@
 from __future__ import annotations
 
 import uuid
-from typing import Any
 
-from service.accounts.clients import GRANT_TYPES, PUBLIC_GRANTS, Client, ClientStore
+import msgspec
+
+from service.accounts.clients import GRANT_TYPES, PUBLIC_GRANTS, create_client, get_client
 from service.accounts.passwords import PasswordHasher, password_problem
-from service.accounts.users import User, UsernameTaken, UserStore
-from service.admin.paging import BadRequest, rfc3339
-from service.db.pool import Database
+from service.accounts.users import User, UsernameTaken, create_user, get_user
+from service.admin.paging import BadRequest
+from service.admin.views import ClientView, NewClientView, NewUserView, UserView
+from service.db import accounts, events
+from service.db.pool import Connection, Database
 from service.errors import Conflict, NotFound, Unprocessable
-from service.events import Caller, record
+from service.events import Caller
 from service.tokens.revocation import revoke_families
 from service.tokens.scopes import is_scope_token
 
 MAX_USERNAME_CHARS = 255
 MAX_NAME_CHARS = 200
-
-
-def user_view(user: User) -> dict[str, Any]:
-    return {
-        "id": str(user.id),
-        "username": user.username,
-        "disabled": user.disabled,
-        "created_at": rfc3339(user.created_at),
-    }
-
-
-def client_view(client: Client) -> dict[str, Any]:
-    return {
-        "client_id": client.client_id,
-        "name": client.name,
-        "grant_types": list(client.grant_types),
-        "scopes": list(client.scopes),
-        "public": client.public,
-        "can_introspect": client.can_introspect,
-        "is_admin": client.is_admin,
-        "created_at": rfc3339(client.created_at),
-    }
 
 
 def check_username(username: str) -> None:
@@ -76,59 +57,51 @@ def check_client(
 
 
 class AccountAdmin:
-    def __init__(
-        self, database: Database, hasher: PasswordHasher, users: UserStore, clients: ClientStore
-    ) -> None:
+    def __init__(self, database: Database, hasher: PasswordHasher) -> None:
         self._db = database
         self._hasher = hasher
-        self._users = users
-        self._clients = clients
 
-    async def create_user(self, username: str, password: str) -> dict[str, Any]:
+    async def create_user(self, username: str, password: str) -> NewUserView:
         check_username(username)
         check_password(password)
         password_hash = await self._hasher.hash(password)
         try:
             async with self._db.transaction() as connection:
-                user = await self._users.create(connection, username, password_hash)
+                user = await create_user(connection, username, password_hash)
         except UsernameTaken:
             raise Conflict("username is taken") from None
-        return {"id": str(user.id), "username": user.username}
+        return NewUserView(str(user.id), user.username)
 
-    async def get_user(self, user_id: uuid.UUID) -> dict[str, Any]:
+    async def get_user(self, user_id: uuid.UUID) -> UserView:
         async with self._db.connection() as connection:
-            return user_view(await self._user(connection, user_id))
+            return UserView.of(await _user(connection, user_id))
 
-    async def set_disabled(
-        self, user_id: uuid.UUID, disabled: bool, caller: Caller
-    ) -> dict[str, Any]:
+    async def set_disabled(self, user_id: uuid.UUID, disabled: bool, caller: Caller) -> UserView:
         async with self._db.transaction() as connection:
-            user = await self._user(connection, user_id, lock=True)
-            await connection.execute(
-                "UPDATE users SET disabled = $2 WHERE id = $1", user_id, disabled
-            )
+            user = await _user(connection, user_id, lock=True)
+            await accounts.set_disabled(connection, user_id, disabled)
             if disabled and not user.disabled:
                 revoked = await revoke_families(
                     connection, "user", user_id, "user_disabled", caller
                 )
-                await record(
+                await events.record(
                     connection,
                     "user_disabled",
                     caller,
                     user_id=user_id,
                     detail={"families_revoked": revoked},
                 )
-            updated = await self._user(connection, user_id)
-        return user_view(updated)
+            updated = await _user(connection, user_id)
+        return UserView.of(updated)
 
     async def set_password(self, user_id: uuid.UUID, password: str, caller: Caller) -> None:
         check_password(password)
         async with self._db.connection() as connection:
-            await self._user(connection, user_id)
+            await _user(connection, user_id)
         password_hash = await self._hasher.hash(password)
         async with self._db.transaction() as connection:
-            await self._user(connection, user_id, lock=True)
-            await self._users.set_password_hash(connection, user_id, password_hash, changed=True)
+            await _user(connection, user_id, lock=True)
+            await accounts.set_password_hash(connection, user_id, password_hash, changed=True)
             await revoke_families(connection, "user", user_id, "password_changed", caller)
 
     async def create_client(
@@ -140,13 +113,13 @@ class AccountAdmin:
         public: bool,
         can_introspect: bool,
         is_admin: bool,
-    ) -> dict[str, Any]:
+    ) -> NewClientView:
         grants, scope_list = list(dict.fromkeys(grant_types)), list(dict.fromkeys(scopes))
         check_client(
             name, grants, scope_list, public, can_introspect=can_introspect, is_admin=is_admin
         )
         async with self._db.transaction() as connection:
-            client, secret = await self._clients.create(
+            client, secret = await create_client(
                 connection,
                 name=name,
                 grant_types=grants,
@@ -155,19 +128,18 @@ class AccountAdmin:
                 can_introspect=can_introspect,
                 is_admin=is_admin,
             )
-        return {**client_view(client), "client_secret": secret}
+        return NewClientView(**msgspec.structs.asdict(ClientView.of(client)), client_secret=secret)
 
-    async def get_client(self, client_id: uuid.UUID) -> dict[str, Any]:
+    async def get_client(self, client_id: uuid.UUID) -> ClientView:
         async with self._db.connection() as connection:
-            client = await self._clients.get(connection, client_id)
+            client = await get_client(connection, client_id)
         if client is None:
             raise NotFound("no such client")
-        return client_view(client)
+        return ClientView.of(client)
 
-    async def _user(self, connection: Any, user_id: uuid.UUID, *, lock: bool = False) -> User:
-        if lock:
-            await connection.execute("SELECT 1 FROM users WHERE id = $1 FOR UPDATE", user_id)
-        user = await self._users.get(connection, user_id)
-        if user is None:
-            raise NotFound("no such user")
-        return user
+
+async def _user(connection: Connection, user_id: uuid.UUID, *, lock: bool = False) -> User:
+    user = await get_user(connection, user_id, for_update=lock)
+    if user is None:
+        raise NotFound("no such user")
+    return user

@@ -5,9 +5,9 @@ from __future__ import annotations
 import base64
 import binascii
 import uuid
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 
@@ -20,10 +20,17 @@ MAX_LIMIT = 500
 BadRequest = InvalidRequest  # a malformed id, cursor, limit or filter: 400
 
 
-@dataclass(frozen=True, slots=True)
-class Page:
-    items: list[dict[str, Any]]
-    next: str | None
+Row = TypeVar("Row")
+
+
+def split_page(
+    rows: Sequence[Row], size: int, position: Callable[[Row], tuple[Any, ...]]
+) -> tuple[list[Row], str | None]:
+    """A page of `size` from `size + 1` rows fetched, and the cursor of the next
+    page (the last row's position), if there is one."""
+    if len(rows) <= size:
+        return list(rows), None
+    return list(rows[:size]), encode_cursor(*position(rows[size - 1]))
 
 
 def check_limit(limit: int | None) -> int:
@@ -69,13 +76,6 @@ def _typed(value: Any, kind: type) -> Any:
             raise ValueError
         return value
     return str(value)
-
-
-def rfc3339(moment: datetime | None) -> str | None:
-    """RFC 3339 in UTC with a Z; null for an absent time."""
-    if moment is None:
-        return None
-    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 def parse_time(value: str, what: str) -> datetime:

@@ -1,4 +1,5 @@
-"""Running the Alembic migrations from the CLI and knowing the latest revision."""
+"""Running the Alembic migrations, knowing the latest revision, and reading the
+revision a database is at."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ from pathlib import Path
 from alembic import command
 from alembic.config import Config
 from alembic.script import ScriptDirectory
+
+from service.db.pool import Connection
 
 
 def _locate() -> tuple[Path, Path]:
@@ -44,3 +47,11 @@ def head_revision() -> str:
     if head is None:
         raise RuntimeError("no Alembic revision found")
     return head
+
+
+async def schema_revision(connection: Connection) -> str | None:
+    """The revision the database is at; None before the first migration."""
+    if not await connection.fetchval("SELECT to_regclass('alembic_version') IS NOT NULL"):
+        return None
+    revision: str | None = await connection.fetchval("SELECT version_num FROM alembic_version")
+    return revision

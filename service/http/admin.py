@@ -2,26 +2,36 @@
 
 from __future__ import annotations
 
-import uuid
 from dataclasses import dataclass
 from typing import Annotated, Any, TypeVar
 
 import msgspec
 from litestar import Controller, Request, get, patch, post
-from litestar.connection import ASGIConnection
-from litestar.handlers.base import BaseRouteHandler
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.openapi.spec import OpenAPIMediaType, Operation, Reference, RequestBody, Schema
 from litestar.openapi.spec.enums import OpenAPIType
 from litestar.params import FromPath, FromQuery, QueryParameter
 
-from service.admin.paging import Page, parse_id
-from service.errors import Forbidden, InvalidToken
-from service.http.caller import caller_of
+from service.admin.paging import parse_id
+from service.admin.views import (
+    ClientView,
+    EventPage,
+    FamilyDetail,
+    FamilyPage,
+    KeyPage,
+    KeyView,
+    NewClientView,
+    NewUserView,
+    Revoked,
+    UserView,
+)
+from service.db.families import RevokeBy
+from service.events import Caller
+from service.http.dependencies import CallerDep, ServicesDep
 from service.http.docs import OAuthErrorBody
+from service.http.guards import admin_guard
 from service.http.json_body import typed_json
-from service.http.state import Services, services_of
-from service.tokens.introspection import access_token_state
+from service.http.state import Services
 
 BodyT = TypeVar("BodyT", bound=msgspec.Struct)
 
@@ -50,10 +60,6 @@ class NewClient(msgspec.Struct):
 
 class RotateKeys(msgspec.Struct):
     force: bool = False
-
-
-class Revoked(msgspec.Struct):
-    revoked: int
 
 
 async def strict(request: Request[Any, Any, Any], kind: type[BodyT]) -> BodyT:
@@ -118,32 +124,6 @@ def json_body(struct: type[msgspec.Struct], *, required: bool = True) -> type[Op
     return JSONBodyOperation
 
 
-def _page(page: Page) -> dict[str, Any]:
-    return {"items": page.items, "next": page.next}
-
-
-async def admin_guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
-    """A valid, live access token (Bearer) of a client with the admin permission."""
-    services: Services = connection.app.state.services
-    scheme, _sep, token = (connection.headers.get("authorization") or "").partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        raise InvalidToken("a Bearer access token is required")
-    verified = services.verifier.verify(token.strip())
-    if verified is None:
-        raise InvalidToken("the access token is invalid or expired", presented=True)
-    try:  # only a token signed by Rotor's key gets here; Rotor writes a UUID
-        client_id = uuid.UUID(str(verified.claims.get("client_id")))
-    except ValueError:
-        raise InvalidToken("the access token is invalid or expired", presented=True) from None
-    async with services.database.connection() as db:
-        active, _username = await access_token_state(db, verified)
-        client = await services.clients.get(db, client_id)
-    if not active or client is None:
-        raise InvalidToken("the access token is revoked", presented=True)
-    if not client.is_admin:
-        raise Forbidden("this client does not have the admin permission")
-
-
 class AdminController(Controller):
     path = "/admin"
     guards = [admin_guard]
@@ -157,15 +137,15 @@ class AdminController(Controller):
         responses=errors(409, 413, 422),
         operation_class=json_body(NewUser),
     )
-    async def create_user(self, request: Request[Any, Any, Any]) -> dict[str, Any]:
+    async def create_user(
+        self, request: Request[Any, Any, Any], services: ServicesDep
+    ) -> NewUserView:
         data = await strict(request, NewUser)
-        return await services_of(request).account_admin.create_user(data.username, data.password)
+        return await services.account_admin.create_user(data.username, data.password)
 
     @get("/users/{user_id:str}", operation_id="admin_get_user", responses=errors(404))
-    async def get_user(
-        self, request: Request[Any, Any, Any], user_id: FromPath[str]
-    ) -> dict[str, Any]:
-        return await services_of(request).account_admin.get_user(parse_id(user_id))
+    async def get_user(self, services: ServicesDep, user_id: FromPath[str]) -> UserView:
+        return await services.account_admin.get_user(parse_id(user_id))
 
     @patch(
         "/users/{user_id:str}",
@@ -174,13 +154,14 @@ class AdminController(Controller):
         operation_class=json_body(UserPatch),
     )
     async def patch_user(
-        self, request: Request[Any, Any, Any], user_id: FromPath[str]
-    ) -> dict[str, Any]:
-        services = services_of(request)
+        self,
+        request: Request[Any, Any, Any],
+        services: ServicesDep,
+        caller: CallerDep,
+        user_id: FromPath[str],
+    ) -> UserView:
         data = await strict(request, UserPatch)
-        return await services.account_admin.set_disabled(
-            parse_id(user_id), data.disabled, caller_of(request, services.settings.trusted_proxies)
-        )
+        return await services.account_admin.set_disabled(parse_id(user_id), data.disabled, caller)
 
     @post(
         "/users/{user_id:str}/password",
@@ -189,25 +170,25 @@ class AdminController(Controller):
         responses=errors(404, 413, 422),
         operation_class=json_body(NewPassword),
     )
-    async def set_password(self, request: Request[Any, Any, Any], user_id: FromPath[str]) -> None:
-        services = services_of(request)
+    async def set_password(
+        self,
+        request: Request[Any, Any, Any],
+        services: ServicesDep,
+        caller: CallerDep,
+        user_id: FromPath[str],
+    ) -> None:
         data = await strict(request, NewPassword)
-        await services.account_admin.set_password(
-            parse_id(user_id), data.password, caller_of(request, services.settings.trusted_proxies)
-        )
+        await services.account_admin.set_password(parse_id(user_id), data.password, caller)
 
     @get("/users/{user_id:str}/families", operation_id="admin_user_families", responses=errors(404))
     async def user_families(
         self,
-        request: Request[Any, Any, Any],
+        services: ServicesDep,
         user_id: FromPath[str],
         limit: FromQuery[int | None] = None,
         cursor: FromQuery[str | None] = None,
-    ) -> dict[str, Any]:
-        page = await services_of(request).session_admin.user_families(
-            parse_id(user_id), limit, cursor
-        )
-        return _page(page)
+    ) -> FamilyPage:
+        return await services.session_admin.user_families(parse_id(user_id), limit, cursor)
 
     @post(
         "/users/{user_id:str}/revoke",
@@ -215,8 +196,10 @@ class AdminController(Controller):
         operation_id="admin_revoke_user",
         responses=errors(404),
     )
-    async def revoke_user(self, request: Request[Any, Any, Any], user_id: FromPath[str]) -> Revoked:
-        return await _revoke(request, "user", user_id)
+    async def revoke_user(
+        self, services: ServicesDep, caller: CallerDep, user_id: FromPath[str]
+    ) -> Revoked:
+        return await _revoke(services, caller, "user", user_id)
 
     @post(
         "/clients",
@@ -225,9 +208,11 @@ class AdminController(Controller):
         responses=errors(413),
         operation_class=json_body(NewClient),
     )
-    async def create_client(self, request: Request[Any, Any, Any]) -> dict[str, Any]:
+    async def create_client(
+        self, request: Request[Any, Any, Any], services: ServicesDep
+    ) -> NewClientView:
         data = await strict(request, NewClient)
-        return await services_of(request).account_admin.create_client(
+        return await services.account_admin.create_client(
             name=data.name,
             grant_types=data.grant_types,
             scopes=data.scopes,
@@ -237,10 +222,8 @@ class AdminController(Controller):
         )
 
     @get("/clients/{client_id:str}", operation_id="admin_get_client", responses=errors(404))
-    async def get_client(
-        self, request: Request[Any, Any, Any], client_id: FromPath[str]
-    ) -> dict[str, Any]:
-        return await services_of(request).account_admin.get_client(parse_id(client_id))
+    async def get_client(self, services: ServicesDep, client_id: FromPath[str]) -> ClientView:
+        return await services.account_admin.get_client(parse_id(client_id))
 
     @post(
         "/clients/{client_id:str}/revoke",
@@ -249,15 +232,13 @@ class AdminController(Controller):
         responses=errors(404),
     )
     async def revoke_client(
-        self, request: Request[Any, Any, Any], client_id: FromPath[str]
+        self, services: ServicesDep, caller: CallerDep, client_id: FromPath[str]
     ) -> Revoked:
-        return await _revoke(request, "client", client_id)
+        return await _revoke(services, caller, "client", client_id)
 
     @get("/families/{family_id:str}", operation_id="admin_get_family", responses=errors(404))
-    async def get_family(
-        self, request: Request[Any, Any, Any], family_id: FromPath[str]
-    ) -> dict[str, Any]:
-        return await services_of(request).session_admin.family(parse_id(family_id))
+    async def get_family(self, services: ServicesDep, family_id: FromPath[str]) -> FamilyDetail:
+        return await services.session_admin.family(parse_id(family_id))
 
     @post(
         "/families/{family_id:str}/revoke",
@@ -266,22 +247,22 @@ class AdminController(Controller):
         responses=errors(404),
     )
     async def revoke_family(
-        self, request: Request[Any, Any, Any], family_id: FromPath[str]
+        self, services: ServicesDep, caller: CallerDep, family_id: FromPath[str]
     ) -> Revoked:
-        return await _revoke(request, "family", family_id)
+        return await _revoke(services, caller, "family", family_id)
 
     @get("/events", operation_id="admin_events", responses=errors())
     async def events(
         self,
-        request: Request[Any, Any, Any],
+        services: ServicesDep,
         event_type: Annotated[str | None, QueryParameter(name="type")] = None,
         user_id: FromQuery[str | None] = None,
         family_id: FromQuery[str | None] = None,
         since: FromQuery[str | None] = None,
         limit: FromQuery[int | None] = None,
         cursor: FromQuery[str | None] = None,
-    ) -> dict[str, Any]:
-        page = await services_of(request).event_admin.list(
+    ) -> EventPage:
+        return await services.event_admin.list(
             type=event_type,
             user_id=user_id,
             family_id=family_id,
@@ -289,16 +270,15 @@ class AdminController(Controller):
             limit=limit,
             cursor=cursor,
         )
-        return _page(page)
 
     @get("/keys", operation_id="admin_keys", responses=errors())
     async def keys(
         self,
-        request: Request[Any, Any, Any],
+        services: ServicesDep,
         limit: FromQuery[int | None] = None,
         cursor: FromQuery[str | None] = None,
-    ) -> dict[str, Any]:
-        return _page(await services_of(request).key_admin.list(limit, cursor))
+    ) -> KeyPage:
+        return await services.key_admin.list(limit, cursor)
 
     @post(
         "/keys/rotate",
@@ -307,12 +287,11 @@ class AdminController(Controller):
         responses=errors(409, 413),
         operation_class=json_body(RotateKeys, required=False),
     )
-    async def rotate_keys(self, request: Request[Any, Any, Any]) -> dict[str, Any]:
-        services = services_of(request)
+    async def rotate_keys(
+        self, request: Request[Any, Any, Any], services: ServicesDep, caller: CallerDep
+    ) -> KeyView:
         data = await strict(request, RotateKeys) if await request.body() else None
-        key = await services.key_admin.rotate(
-            data.force if data else False, caller_of(request, services.settings.trusted_proxies)
-        )
+        key = await services.key_admin.rotate(data.force if data else False, caller)
         await services.keys.reload()
         return key
 
@@ -323,19 +302,12 @@ class AdminController(Controller):
         responses=errors(404),
     )
     async def revoke_key(
-        self, request: Request[Any, Any, Any], kid: FromPath[str]
-    ) -> dict[str, Any]:
-        services = services_of(request)
-        key = await services.key_admin.revoke(
-            kid, caller_of(request, services.settings.trusted_proxies)
-        )
+        self, services: ServicesDep, caller: CallerDep, kid: FromPath[str]
+    ) -> KeyView:
+        key = await services.key_admin.revoke(kid, caller)
         await services.keys.reload()
         return key
 
 
-async def _revoke(request: Request[Any, Any, Any], scope: str, subject: str) -> Revoked:
-    services = services_of(request)
-    count = await services.session_admin.revoke(
-        scope, parse_id(subject), caller_of(request, services.settings.trusted_proxies)
-    )
-    return Revoked(count)
+async def _revoke(services: Services, caller: Caller, by: RevokeBy, owner: str) -> Revoked:
+    return Revoked(await services.session_admin.revoke(by, parse_id(owner), caller))

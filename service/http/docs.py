@@ -18,10 +18,24 @@ from litestar.openapi.spec import (
     RequestBody,
     Schema,
 )
+from litestar.openapi.spec.enums import OpenAPIType
 
 FORM = "application/x-www-form-urlencoded"
 JSON = "application/json"
 FULFILLED = "Request fulfilled, document follows"  # Litestar's wording for a 200
+
+
+# The form of RFC 7662 (introspection) and RFC 7009 (revocation).
+TOKEN_FORM = Schema(
+    type=OpenAPIType.OBJECT,
+    required=["token"],
+    properties={
+        "token": Schema(type=OpenAPIType.STRING),
+        "token_type_hint": Schema(type=OpenAPIType.STRING, enum=["access_token", "refresh_token"]),
+        "client_id": Schema(type=OpenAPIType.STRING),
+        "client_secret": Schema(type=OpenAPIType.STRING),
+    },
+)
 
 
 class OAuthErrorBody(msgspec.Struct):

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-from litestar import Request, Response, get
+import asyncpg
+from litestar import Response, get
 from litestar.openapi.datastructures import ResponseSpec
 
-from service.db.migrate import head_revision
+from service.db.migrate import head_revision, schema_revision
 from service.db.pool import DatabaseUnavailable
-from service.http.state import services_of
+from service.http.dependencies import ServicesDep
 
 
 @get("/health/live", tags=["health"], operation_id="live", summary="200 while the process runs")
@@ -31,16 +30,15 @@ async def live() -> dict[str, str]:
     operation_id="ready",
     summary="200 when the database answers and the schema is at the latest migration",
 )
-async def ready(request: Request[Any, Any, Any]) -> Response[dict[str, str]]:
-    services = services_of(request)
+async def ready(services: ServicesDep) -> Response[dict[str, str]]:
     if services.drain.draining:
         return Response({"status": "unavailable", "reason": "shutting down"}, status_code=503)
     try:
         async with services.database.connection() as connection:
-            current = await connection.fetchval("SELECT version_num FROM alembic_version")
+            current = await schema_revision(connection)
     except DatabaseUnavailable:
         return Response({"status": "unavailable", "reason": "database"}, status_code=503)
-    except Exception:  # e.g. the alembic_version table does not exist yet
+    except asyncpg.PostgresError:  # e.g. no right to read alembic_version
         return Response({"status": "unavailable", "reason": "schema"}, status_code=503)
     if current != head_revision():
         return Response({"status": "unavailable", "reason": "schema"}, status_code=503)

@@ -9,11 +9,12 @@ from litestar import Request, post
 from litestar.openapi.spec import Schema
 from litestar.openapi.spec.enums import OpenAPIType
 
-from service.accounts.clients import presented_credentials
-from service.http.caller import caller_of
+from service.events import Caller
+from service.http.basic import presented_credentials
+from service.http.dependencies import CallerDep, ServicesDep
 from service.http.docs import error_spec, form_operation
 from service.http.forms import check_query, parse_form
-from service.http.state import services_of
+from service.http.state import Services
 from service.tokens.grants import TokenResponse
 
 
@@ -79,21 +80,19 @@ GRANT_ERRORS = {
     "client_credentials, refresh_token.",
     operation_class=form_operation(TOKEN_FORM_SCHEMA, "form-encoded token request"),
 )
-async def token(request: Request[Any, Any, Any]) -> TokenBody:
+async def token(
+    request: Request[Any, Any, Any], services: ServicesDep, caller: CallerDep
+) -> TokenBody:
     check_query(request.query_params)
     form = parse_form(await request.body(), request.headers.get("content-type"))
-    return await grant(request, form)
+    return await grant(services, caller, request.headers.get("authorization"), form)
 
 
-async def grant(request: Request[Any, Any, Any], form: dict[str, str]) -> TokenBody:
+async def grant(
+    services: Services, caller: Caller, authorization: str | None, form: dict[str, str]
+) -> TokenBody:
     """The token endpoint's answer to a parsed request; /refresh shares it."""
-    services = services_of(request)
     credentials = presented_credentials(
-        request.headers.get("authorization"), form.get("client_id"), form.get("client_secret")
+        authorization, form.get("client_id"), form.get("client_secret")
     )
-    caller = caller_of(request, services.settings.trusted_proxies)
-    if form.get("grant_type") == "refresh_token":
-        result = await services.tokens.refresh(form, credentials, caller)
-    else:
-        result = await services.tokens.token(form, credentials, caller)
-    return token_body(result)
+    return token_body(await services.tokens.token(form, credentials, caller))

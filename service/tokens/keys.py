@@ -18,13 +18,13 @@ from typing import Any
 import msgspec
 from joserfc.jwk import ECKey, OKPKey, RSAKey
 
+from service.db import keys, locks
 from service.db.pool import Connection, Database, DatabaseUnavailable
 from service.tokens.secretbox import SecretBox
 
 log = logging.getLogger("rotor.keys")
 
 AnyKey = ECKey | OKPKey | RSAKey
-KEYS_LOCK_ID = 7270710002  # pg_advisory_xact_lock id for key bootstrap and rotation
 
 
 def generate_key(alg: str) -> AnyKey:
@@ -72,8 +72,9 @@ class KeyRingState:
     fingerprint: tuple[tuple[str, str], ...]
 
 
-class KeyStore:
-    """The SQL of the signing-key table."""
+class KeyVault:
+    """Signing keys at rest: made and sealed with ROTOR_SECRET on their way into
+    the store (service/db/keys.py), opened on their way out."""
 
     def __init__(self, box: SecretBox) -> None:
         self._box = box
@@ -85,47 +86,28 @@ class KeyStore:
         key = generate_key(alg)
         kid = str(uuid.uuid4())
         private = msgspec.json.encode(key.as_dict(private=True))
-        await connection.execute(
-            """
-            INSERT INTO signing_keys (kid, alg, state, public_jwk, private_box, activated_at)
-            VALUES ($1, $2, $3, $4, $5, CASE WHEN $3 = 'active' THEN now() END)
-            """,
-            kid,
-            alg,
-            state,
-            public_jwk(key, kid, alg),
-            self._box.seal(private, kid.encode()),
+        await keys.insert(
+            connection,
+            kid=kid,
+            alg=alg,
+            state=state,
+            public_jwk=public_jwk(key, kid, alg),
+            private_box=self._box.seal(private, kid.encode()),
         )
         return kid
 
     async def ensure(self, connection: Connection, alg: str) -> None:
-        """First start: one active and one next key (idempotent, any number of processes)."""
-        async with connection.transaction():
-            await connection.execute("SELECT pg_advisory_xact_lock($1)", KEYS_LOCK_ID)
-            states = {
-                row["state"]
-                for row in await connection.fetch(
-                    "SELECT state FROM signing_keys WHERE state IN ('active', 'next')"
-                )
-            }
-            if "active" not in states:
-                await self.create(connection, alg, "active")
-                log.info("signing key created", extra={"state": "active", "alg": alg})
-            if "next" not in states:
-                await self.create(connection, alg, "next")
-                log.info("signing key created", extra={"state": "next", "alg": alg})
+        """First start: one active and one next key (idempotent, any number of
+        processes). In the caller's transaction."""
+        await locks.lock_keys(connection)
+        states = await keys.signing_states(connection)
+        for state in ("active", "next"):
+            if state not in states:
+                await self.create(connection, alg, state)
+                log.info("signing key created", extra={"state": state, "alg": alg})
 
     async def load(self, connection: Connection, access_ttl: int) -> KeyRingState:
-        rows = await connection.fetch(
-            """
-            SELECT kid, alg, state, public_jwk, private_box
-            FROM signing_keys
-            WHERE state IN ('next', 'active')
-               OR (state = 'retired' AND retired_at > now() - make_interval(secs => $1))
-            ORDER BY created_at DESC, kid
-            """,
-            access_ttl,
-        )
+        rows = await keys.published(connection, access_ttl)
         active: SigningKey | None = None
         verifying: dict[str, SigningKey] = {}
         for row in rows:
@@ -152,7 +134,7 @@ class KeyRing:
     so a rotation made by any process or the CLI is seen within 5 seconds."""
 
     def __init__(
-        self, store: KeyStore, database: Database, *, access_ttl: int, interval: float
+        self, store: KeyVault, database: Database, *, access_ttl: int, interval: float
     ) -> None:
         self._store = store
         self._database = database
@@ -175,7 +157,7 @@ class KeyRing:
 
     async def start(self, alg: str) -> None:
         """Make the first keys if there are none, load them, keep them fresh."""
-        async with self._database.connection() as connection:
+        async with self._database.transaction() as connection:
             await self._store.ensure(connection, alg)
         await self.reload()
         self._task = asyncio.create_task(self._refresh_forever(), name="rotor-key-refresh")

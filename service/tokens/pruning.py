@@ -15,28 +15,13 @@ import contextlib
 import logging
 from dataclasses import dataclass
 
+from service.db import families, keys, locks, logins
 from service.db.pool import Connection, Database
 from service.observability import metrics
 
 log = logging.getLogger("rotor.prune")
 
-PRUNE_LOCK_ID = 7270710003
 BATCH = 1000
-
-# A family is prunable once revoked, absolutely expired, or idled out (its
-# newest refresh token expired) longer ago than the retention period.
-DELETE_FAMILIES_SQL = """
-WITH doomed AS (
-    SELECT f.id FROM token_families f
-    WHERE f.revoked_at < now() - make_interval(secs => $1)
-       OR f.expires_at < now() - make_interval(secs => $1)
-       OR NOT EXISTS (SELECT 1 FROM refresh_tokens r WHERE r.family_id = f.id
-                      AND r.expires_at >= now() - make_interval(secs => $1))
-    LIMIT $2
-    FOR UPDATE SKIP LOCKED
-)
-DELETE FROM token_families WHERE id IN (SELECT id FROM doomed)
-"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,10 +32,6 @@ class PruneReport:
     keys_removed: int
 
 
-def _count(status: str) -> int:
-    return int(status.rsplit(" ", 1)[-1])
-
-
 async def prune(
     connection: Connection,
     *,
@@ -59,34 +40,22 @@ async def prune(
     login_window: int,
     batch: int = BATCH,
 ) -> PruneReport:
-    families = 0
-    while True:
-        deleted = _count(await connection.execute(DELETE_FAMILIES_SQL, retention, batch))
-        families += deleted
+    dead = 0
+    while True:  # each batch its own statement, so no lock is held for long
+        deleted = await families.delete_dead_families(connection, retention, batch)
+        dead += deleted
         if deleted < batch:
             break
-    jtis = _count(
-        await connection.execute("DELETE FROM revoked_access_tokens WHERE expires_at < now()")
-    )
-    failures = _count(
-        await connection.execute(
-            "DELETE FROM login_failures WHERE at < now() - make_interval(secs => $1)", login_window
-        )
-    )
-    keys = _count(
-        await connection.execute(
-            "UPDATE signing_keys SET state = 'removed', removed_at = now() "
-            "WHERE state = 'retired' AND retired_at < now() - make_interval(secs => $1)",
-            access_ttl,
-        )
-    )
+    jtis = await families.delete_expired_jtis(connection)
+    failures = await logins.delete_older_than(connection, login_window)
+    removed = await keys.remove_retired(connection, access_ttl)
     for table, count in (
-        ("token_families", families),
+        ("token_families", dead),
         ("revoked_access_tokens", jtis),
         ("login_failures", failures),
     ):
         metrics.child(metrics.PRUNED, table).inc(count)
-    return PruneReport(families, jtis, failures, keys)
+    return PruneReport(dead, jtis, failures, removed)
 
 
 class Pruner:
@@ -123,12 +92,12 @@ class Pruner:
     async def run_once(self) -> PruneReport | None:
         """Prune if no other process is pruning; None when another holds the lock."""
         async with self._db.connection() as connection:
-            if not await connection.fetchval("SELECT pg_try_advisory_lock($1)", PRUNE_LOCK_ID):
+            if not await locks.try_lock_pruning(connection):
                 return None
             try:
                 return await prune(connection, **self._args)
             finally:
-                await connection.execute("SELECT pg_advisory_unlock($1)", PRUNE_LOCK_ID)
+                await locks.unlock_pruning(connection)
 
     async def _loop(self) -> None:
         while True:

@@ -12,6 +12,8 @@ import uuid
 from typing import Any
 
 from service.accounts.clients import Client
+from service.db import families
+from service.db.families import RevokeBy
 from service.db.pool import Connection, Database
 from service.errors import UnauthorizedClient
 from service.events import Caller
@@ -29,47 +31,18 @@ REVOCATION_REASONS = (
     "password_changed",
 )
 
-# Revoke every still-live family matched by the WHERE clause and record one
-# family_revoked event per family, in one statement. $1 reason, $2 ip,
-# $3 user agent; the filter's own parameters follow.
-_REVOKE_TEMPLATE = """
-WITH revoked AS (
-    UPDATE token_families SET revoked_at = now(), revoked_reason = $1
-    WHERE revoked_at IS NULL AND ({where})
-    RETURNING id, user_id, client_id
-), events AS (
-    INSERT INTO security_events (id, type, user_id, client_id, family_id, ip, user_agent, detail)
-    SELECT gen_random_uuid(), 'family_revoked', user_id, client_id, id, $2::inet, $3,
-           jsonb_build_object('reason', $1::text)
-    FROM revoked
-)
-SELECT count(*) FROM revoked
-"""
-
-FAMILY_FILTERS = {
-    "family": "id = $4",
-    "user": "user_id = $4",
-    "client": "client_id = $4",
-}
-
 
 async def revoke_families(
     connection: Connection,
-    scope: str,
-    subject: uuid.UUID,
+    by: RevokeBy,
+    owner: uuid.UUID,
     reason: str,
     caller: Caller | None = None,
 ) -> int:
-    """Revoke the live families of one family, user or client; the number newly revoked."""
+    """Revoke the live families of one family (`by="family"`), or of a user or a
+    client: one statement; the number newly revoked."""
     assert reason in REVOCATION_REASONS
-    sql = _REVOKE_TEMPLATE.format(where=FAMILY_FILTERS[scope])
-    count: int = await connection.fetchval(
-        sql,
-        reason,
-        caller.ip if caller else None,
-        caller.user_agent if caller else None,
-        subject,
-    )
+    count = await families.revoke(connection, by, owner, reason, caller)
     metrics.child(metrics.FAMILIES_REVOKED, reason).inc(count)
     return count
 
@@ -90,11 +63,7 @@ class RevocationService:
     async def _revoke_refresh(
         self, connection: Connection, client: Client, token: str, caller: Caller
     ) -> None:
-        row = await connection.fetchrow(
-            "SELECT t.family_id, f.client_id FROM refresh_tokens t "
-            "JOIN token_families f ON f.id = t.family_id WHERE t.token_hash = $1",
-            token_fingerprint(token),
-        )
+        row = await families.family_of_token(connection, token_fingerprint(token))
         if row is None:
             return
         _check_owner(row["client_id"], client)
@@ -106,12 +75,7 @@ class RevocationService:
         if verified is None:
             return  # invalid or expired: nothing left to revoke
         _check_owner(verified.claims["client_id"], client)
-        await connection.execute(
-            "INSERT INTO revoked_access_tokens (jti, expires_at) "
-            "VALUES ($1, to_timestamp($2)) ON CONFLICT (jti) DO NOTHING",
-            verified.jti,
-            float(verified.claims["exp"]),
-        )
+        await families.revoke_jti(connection, verified.jti, float(verified.claims["exp"]))
         metrics.ACCESS_TOKENS_REVOKED.inc()
 
 

@@ -1,6 +1,7 @@
 """Refresh-token rotation with reuse detection (RFC 6749 section 6, RFC 9700 4.14).
 
-How it is done in SQL, with the database's clock throughout:
+How it is done in SQL (service/db/families.py), with the database's clock
+throughout:
 
 1. One compare-and-set statement (its own implicit transaction, one round
    trip, shared by the rotations of the same moment): spend the presented
@@ -27,6 +28,7 @@ from dataclasses import dataclass
 import asyncpg
 
 from service.accounts.clients import Client
+from service.db import families
 from service.db.batch import Batcher
 from service.db.pool import Connection, Database
 from service.errors import InvalidGrant, InvalidRequest, InvalidScope
@@ -54,43 +56,6 @@ RETRYABLE = (
     _ChangedUnderfoot,
 )
 
-# The compare-and-set of step 1, for all the rotations of one moment together
-# (service/db/batch.py): one row per rotated token, `i` its request's position.
-# The same token twice in one batch matches once (a target row is updated by
-# one join row); the other request finds it spent, as it would a moment later.
-ROTATE_SQL = """
-WITH input AS (
-    SELECT * FROM unnest($1::bytea[], $2::uuid[], $3::bytea[], $4::bytea[], $5::text[])
-        WITH ORDINALITY AS q(token_hash, client_id, box, successor_hash, requested, i)
-), presented AS (
-    UPDATE refresh_tokens t
-    SET spent_at = now(), successor_box = q.box
-    FROM input q, token_families f, users u
-    WHERE t.token_hash = q.token_hash
-      AND t.spent_at IS NULL
-      AND t.expires_at > now()
-      AND f.id = t.family_id
-      AND f.client_id = q.client_id
-      AND f.revoked_at IS NULL
-      AND f.expires_at > now()
-      AND u.id = f.user_id
-      AND NOT u.disabled
-      AND (q.requested IS NULL
-           OR string_to_array(f.scope, ' ') @> string_to_array(q.requested, ' '))
-    RETURNING q.i, q.successor_hash, t.token_hash, t.family_id, t.generation,
-              f.user_id, f.scope, f.expires_at
-), successor AS (
-    INSERT INTO refresh_tokens (token_hash, family_id, parent_hash, generation, expires_at)
-    SELECT successor_hash, family_id, token_hash, generation + 1,
-           least(now() + make_interval(secs => $6), expires_at)
-    FROM presented
-), touched AS (
-    UPDATE token_families SET last_rotated_at = now()
-    WHERE id IN (SELECT family_id FROM presented)
-)
-SELECT i, family_id, generation, user_id, scope FROM presented
-"""
-
 
 @dataclass(frozen=True, slots=True)
 class Presented:
@@ -102,44 +67,6 @@ class Presented:
     box: bytes | None
     successor_hash: bytes
     requested: str | None
-
-
-INSPECT_SQL = """
-SELECT t.family_id, t.generation, t.successor_box,
-       t.spent_at IS NOT NULL AS spent,
-       t.expires_at > now() AS unexpired,
-       extract(epoch FROM now() - t.spent_at)::float8 AS seconds_since_spent,
-       f.client_id, f.user_id, f.scope,
-       f.revoked_at IS NOT NULL AS family_revoked,
-       f.expires_at > now() AS family_unexpired,
-       u.disabled AS user_disabled,
-       c.token_hash AS child_hash,
-       (c.spent_at IS NULL AND c.expires_at > now()) AS child_live
-FROM refresh_tokens t
-JOIN token_families f ON f.id = t.family_id
-JOIN users u ON u.id = f.user_id
-LEFT JOIN refresh_tokens c ON c.family_id = t.family_id AND c.generation = t.generation + 1
-WHERE t.token_hash = $1
-"""
-
-# Revoke the family (if still live) and record both events in one statement:
-# it commits on its own, before the error is answered.
-REVOKE_FOR_REUSE_SQL = """
-WITH revoked AS (
-    UPDATE token_families SET revoked_at = now(), revoked_reason = 'reuse_detected'
-    WHERE id = $1 AND revoked_at IS NULL
-    RETURNING id, user_id, client_id
-), reuse_event AS (
-    INSERT INTO security_events (id, type, user_id, client_id, family_id, ip, user_agent, detail)
-    VALUES ($2, 'reuse_detected', $4, $5, $1, $6::inet, $7, $8)
-), revoked_event AS (
-    INSERT INTO security_events (id, type, user_id, client_id, family_id, ip, user_agent, detail)
-    SELECT $3, 'family_revoked', user_id, client_id, id, $6::inet, $7,
-           '{"reason": "reuse_detected"}'::jsonb
-    FROM revoked
-)
-SELECT count(*) FROM revoked
-"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,17 +104,15 @@ class RotationService:
     async def _rotate_all(
         self, connection: Connection, batch: list[Presented]
     ) -> list[asyncpg.Record | None]:
-        rows = await connection.fetch(
-            ROTATE_SQL,
-            [p.token_hash for p in batch],
-            [p.client_id for p in batch],
-            [p.box for p in batch],
-            [p.successor_hash for p in batch],
-            [p.requested for p in batch],
-            self._idle_ttl,
+        return await families.rotate(
+            connection,
+            token_hashes=[p.token_hash for p in batch],
+            client_ids=[p.client_id for p in batch],
+            boxes=[p.box for p in batch],
+            successor_hashes=[p.successor_hash for p in batch],
+            requested=[p.requested for p in batch],
+            idle_ttl=self._idle_ttl,
         )
-        by_position = {row["i"]: row for row in rows}
-        return [by_position.get(i) for i in range(1, len(batch) + 1)]
 
     async def refresh(
         self, client: Client, token: str | None, scope: str | None, caller: Caller
@@ -250,22 +175,19 @@ class RotationService:
         requested: list[str] | None,
         caller: Caller,
     ) -> Rotated:
-        row = await connection.fetchrow(INSPECT_SQL, token_hash)
+        row = await families.inspect(connection, token_hash)
         # RFC 6749 10.4 / CONTRACT 3.3: another client's token changes nothing.
         if row is None or row["client_id"] != client.id:
             raise InvalidGrant("refresh token is invalid, expired or revoked")
-        family_live = (
-            not row["family_revoked"] and row["family_unexpired"] and not row["user_disabled"]
-        )
         if row["spent"]:
-            retried = self._grace_retry(row, token, token_hash) if family_live else None
+            retried = self._grace_retry(row, token, token_hash) if row["family_open"] else None
             if retried is not None:
                 self._check_scope(row["scope"], requested)
                 metrics.GRACE_RETRIES.inc()
                 return Rotated(row["family_id"], row["user_id"], retried, row["scope"])
             await self._revoke_for_reuse(connection, client, row, caller)
             raise InvalidGrant("refresh token was already used; the session is revoked")
-        if not family_live or not row["unexpired"]:
+        if not row["family_open"] or not row["unexpired"]:
             raise InvalidGrant("refresh token is invalid, expired or revoked")
         self._check_scope(row["scope"], requested)
         # Live and in scope, yet not rotated: it changed between the two
@@ -300,16 +222,13 @@ class RotationService:
             "generation": row["generation"],
             "seconds_since_spent": round(row["seconds_since_spent"], 3),
         }
-        newly_revoked = await connection.fetchval(
-            REVOKE_FOR_REUSE_SQL,
-            row["family_id"],
-            uuid.uuid4(),
-            uuid.uuid4(),
-            row["user_id"],
-            client.id,
-            caller.ip,
-            caller.user_agent,
-            detail,
+        newly_revoked = await families.revoke_for_reuse(
+            connection,
+            family_id=row["family_id"],
+            user_id=row["user_id"],
+            client_id=client.id,
+            caller=caller,
+            detail=detail,
         )
         metrics.REUSE_DETECTED.inc()
         metrics.child(metrics.FAMILIES_REVOKED, "reuse_detected").inc(newly_revoked)

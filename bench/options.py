@@ -1,0 +1,41 @@
+"""The bench's options: what a run measures and how long (bench/cli.py reads
+them from the command line; bench/run.py runs them)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+@dataclass(frozen=True, slots=True)
+class Options:
+    duration: int = 10
+    warmup: int = 2
+    connections: int = 32
+    threads: int = 2
+    workers: int = 2
+    flood_connections: int = 32
+    introspect_tokens: int = 2000
+    users: int = 1000
+    scale: bool = False
+    small_families: int = 10_000
+    large_families: int = 1_000_000
+    smoke: bool = False
+    strict: bool = False
+    results: Path = RESULTS
+
+    def smoked(self) -> Options:
+        """Same code paths, tiny sizes: a few seconds of load in all."""
+        return replace(
+            self,
+            duration=1,
+            warmup=0,
+            connections=min(self.connections, 8),
+            flood_connections=4,
+            introspect_tokens=100,
+            users=20,
+            small_families=1_000,
+            large_families=5_000,
+        )

@@ -1,0 +1,29 @@
+"""What every grant of the token endpoint shares: its answer, and its shape."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Protocol
+
+from service.accounts.clients import Client
+from service.events import Caller
+
+
+@dataclass(frozen=True, slots=True)
+class TokenResponse:
+    """RFC 6749 section 5.1."""
+
+    access_token: str
+    expires_in: int
+    scope: str
+    refresh_token: str | None = None
+    token_type: str = "Bearer"  # noqa: S105 - RFC 6750 token type, not a secret
+
+
+class Grant(Protocol):
+    """One grant type: the authenticated client, the parsed form, the caller."""
+
+    async def __call__(
+        self, client: Client, form: Mapping[str, str], caller: Caller
+    ) -> TokenResponse: ...
