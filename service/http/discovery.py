@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 import msgspec
-from litestar import Request, Response, get
+from litestar import Response, get
 from litestar.openapi.datastructures import ResponseSpec
 
-from service.http.state import services_of
+from service.http.dependencies import ServicesDep
 
 
 class JWKSet(msgspec.Struct):
@@ -32,8 +32,7 @@ class JWKSet(msgspec.Struct):
         )
     },
 )
-async def jwks(request: Request[Any, Any, Any]) -> Response[bytes]:
-    services = services_of(request)
+async def jwks(services: ServicesDep) -> Response[bytes]:
     return Response(
         services.keys.state.jwks,
         media_type="application/jwk-set+json",
@@ -47,7 +46,7 @@ async def jwks(request: Request[Any, Any, Any]) -> Response[bytes]:
     operation_id="metadata",
     summary="Authorization server metadata (RFC 8414)",
 )
-async def metadata(request: Request[Any, Any, Any]) -> dict[str, Any]:
+async def metadata(services: ServicesDep) -> dict[str, Any]:
     """Only what Rotor does (CONTRACT 3.7): no OpenID Connect member (no ID
     tokens), no `*_auth_signing_alg_values_supported` (no JWT client
     authentication), no `scopes_supported` (scopes are per client, and an empty
@@ -55,7 +54,7 @@ async def metadata(request: Request[Any, Any, Any]) -> dict[str, Any]:
     does not define (`access_token_signing_alg_values_supported` is in neither;
     the JWKS says which algorithms sign). `response_types_supported` is REQUIRED
     by RFC 8414 section 2: empty, as Rotor has no authorization endpoint."""
-    settings = services_of(request).settings
+    settings = services.settings
     base = settings.issuer.rstrip("/")
     return {
         "issuer": settings.issuer,
