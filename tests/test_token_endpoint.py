@@ -1,7 +1,7 @@
 """POST /token over HTTP (CONTRACT 2 and 3.2): what it issues and what it refuses.
 
-Where one test sends several variants of a request, each variant is expected to
-get the same exact answer, and the assertion message names the variant.
+Where a test is parametrized over variants of a request, each variant is
+expected to get the same exact answer, and the test id names the variant.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from litestar.testing import AsyncTestClient
 from service.app import create_app
 from service.config import Settings
 from service.http.raw import read_body
-from tests.helpers import PASSWORD, Rotor
+from tests.helpers import PASSWORD, Rotor, assert_error, assert_no_store
 
 FORM = "application/x-www-form-urlencoded"
 INVALID_CREDENTIALS = {
@@ -49,19 +49,6 @@ async def serve(
     changed = settings.with_overrides(**overrides)
     async with AsyncTestClient(create_app(changed)) as http:
         yield Rotor(http, changed, db)
-
-
-def assert_no_store(response: httpx.Response) -> None:
-    assert response.headers["cache-control"] == "no-store"
-    assert response.headers["pragma"] == "no-cache"
-
-
-def assert_error(response: httpx.Response, status: int, error: str, case: object = "") -> None:
-    assert response.status_code == status, (case, response.text)
-    body = response.json()
-    assert body["error"] == error, (case, response.text)
-    assert isinstance(body["error_description"], str)
-    assert_no_store(response)
 
 
 async def active_kid(db: asyncpg.Connection) -> str:
@@ -352,20 +339,21 @@ async def test_client_without_scopes_gets_an_empty_scope(rotor: Rotor) -> None:
 # --- scope ---------------------------------------------------------------------------------
 
 
-async def test_scope_omitted_or_empty_grants_all_the_clients_scopes(rotor: Rotor) -> None:
+@pytest.mark.parametrize("scope", [None, ""], ids=["omitted", "empty"])
+async def test_scope_omitted_or_empty_grants_all_the_clients_scopes(
+    rotor: Rotor, scope: str | None
+) -> None:
     client = await rotor.client(scopes=["read", "write", "profile"])
     await rotor.user()
 
-    omitted = await rotor.login(client)
-    empty = await rotor.login(client, scope="")
+    response = await rotor.login(client, **({} if scope is None else {"scope": scope}))
 
-    for case, response in [("omitted", omitted), ("empty", empty)]:
-        assert response.status_code == 200, (case, response.text)
-        assert response.json()["scope"] == "read write profile", case
-        claims = (await rotor.verify(response.json()["access_token"])).claims
-        assert claims["scope"] == "read write profile", case
+    assert response.status_code == 200, response.text
+    assert response.json()["scope"] == "read write profile"
+    claims = (await rotor.verify(response.json()["access_token"])).claims
+    assert claims["scope"] == "read write profile"
     scopes = await rotor.db.fetch("SELECT scope FROM token_families")
-    assert [row["scope"] for row in scopes] == ["read write profile"] * 2
+    assert [row["scope"] for row in scopes] == ["read write profile"]
 
 
 async def test_narrower_scope_is_honoured(rotor: Rotor) -> None:
@@ -381,51 +369,50 @@ async def test_narrower_scope_is_honoured(rotor: Rotor) -> None:
     assert await rotor.db.fetchval("SELECT scope FROM token_families") == "profile read"
 
 
-async def test_scope_outside_the_clients_scopes_is_invalid_scope(rotor: Rotor) -> None:
+@pytest.mark.parametrize("scope", ["admin", "read admin", "READ", "rea", "read write admin"])
+async def test_scope_outside_the_clients_scopes_is_invalid_scope(rotor: Rotor, scope: str) -> None:
     client = await rotor.client()
     await rotor.user()
 
-    for scope in ["admin", "read admin", "READ", "rea", "read write admin"]:
-        password = await rotor.login(client, scope=scope)
-        machine = await rotor.token(
-            {"grant_type": "client_credentials", "scope": scope}, client.auth
-        )
-        assert_error(password, 400, "invalid_scope", ("password", scope))
-        assert_error(machine, 400, "invalid_scope", ("client_credentials", scope))
+    password = await rotor.login(client, scope=scope)
+    machine = await rotor.token({"grant_type": "client_credentials", "scope": scope}, client.auth)
+    assert_error(password, 400, "invalid_scope", case="password")
+    assert_error(machine, 400, "invalid_scope", case="client_credentials")
 
     assert await count(rotor.db, "token_families") == 0
     assert await count(rotor.db, "login_failures") == 0
 
 
-async def test_malformed_scope_is_invalid_scope(rotor: Rotor) -> None:
+@pytest.mark.parametrize(
+    "scope",
+    [
+        pytest.param('read"', id="double-quote"),
+        pytest.param("re\\ad", id="backslash"),
+        pytest.param("read  write", id="two-spaces"),
+        pytest.param(" read", id="leading-space"),
+        pytest.param("read ", id="trailing-space"),
+        pytest.param("read\twrite", id="tab"),
+        pytest.param("lecture\u00e9", id="non-ascii"),
+        pytest.param("read\x7f", id="delete"),
+    ],
+)
+async def test_malformed_scope_is_invalid_scope(rotor: Rotor, scope: str) -> None:
     # Even scope values stored on the client do not make malformed syntax valid.
     client = await rotor.client(scopes=["read", "write", 'read"', "lecture\u00e9"])
 
-    for scope in [
-        'read"',
-        "re\\ad",
-        "read  write",
-        " read",
-        "read ",
-        "read\twrite",
-        "lecture\u00e9",
-        "read\x7f",
-    ]:
-        response = await rotor.token(
-            {"grant_type": "client_credentials", "scope": scope}, client.auth
-        )
-        assert_error(response, 400, "invalid_scope", scope)
+    response = await rotor.token({"grant_type": "client_credentials", "scope": scope}, client.auth)
+    assert_error(response, 400, "invalid_scope")
 
 
 # --- headers and methods -------------------------------------------------------------------
 
 
-async def test_wrong_method_is_405_with_allow_and_no_store(rotor: Rotor) -> None:
-    for method in ["GET", "PUT", "DELETE", "PATCH"]:
-        response = await rotor.http.request(method, "/token")
+@pytest.mark.parametrize("method", ["GET", "PUT", "DELETE", "PATCH"])
+async def test_wrong_method_is_405_with_allow_and_no_store(rotor: Rotor, method: str) -> None:
+    response = await rotor.http.request(method, "/token")
 
-        assert_error(response, 405, "method_not_allowed", method)
-        assert "POST" in [item.strip() for item in response.headers["allow"].split(",")]
+    assert_error(response, 405, "method_not_allowed")
+    assert "POST" in [item.strip() for item in response.headers["allow"].split(",")]
 
 
 async def test_oversized_body_is_413_invalid_request(rotor: Rotor) -> None:
@@ -443,29 +430,31 @@ async def test_oversized_body_is_413_invalid_request(rotor: Rotor) -> None:
 OAUTH_PATHS = ["/token", "/refresh", "/introspect", "/revoke"]
 
 
+@pytest.mark.parametrize("path", OAUTH_PATHS)
 async def test_options_on_the_oauth_endpoints_is_204_with_allow_and_no_store(
-    rotor: Rotor,
+    rotor: Rotor, path: str
 ) -> None:
-    for path in OAUTH_PATHS:
-        response = await rotor.http.options(path)
+    response = await rotor.http.options(path)
 
-        assert response.status_code == 204, (path, response.text)
-        assert response.content == b"", path
-        allowed = {item.strip() for item in response.headers["allow"].split(",")}
-        assert allowed == {"OPTIONS", "POST"}, path
-        assert_no_store(response)
+    assert response.status_code == 204, response.text
+    assert response.content == b""
+    allowed = {item.strip() for item in response.headers["allow"].split(",")}
+    assert allowed == {"OPTIONS", "POST"}
+    assert_no_store(response)
 
 
-async def test_wrong_method_on_every_oauth_endpoint_is_405_with_allow(rotor: Rotor) -> None:
-    for path in OAUTH_PATHS:
-        for method in ["GET", "PUT", "DELETE", "PATCH", "HEAD"]:
-            response = await rotor.http.request(method, path)
+@pytest.mark.parametrize("method", ["GET", "PUT", "DELETE", "PATCH", "HEAD"])
+@pytest.mark.parametrize("path", OAUTH_PATHS)
+async def test_wrong_method_on_every_oauth_endpoint_is_405_with_allow(
+    rotor: Rotor, path: str, method: str
+) -> None:
+    response = await rotor.http.request(method, path)
 
-            assert response.status_code == 405, (method, path, response.text)
-            assert "POST" in [item.strip() for item in response.headers["allow"].split(",")]
-            assert_no_store(response)
-            if method != "HEAD":
-                assert_error(response, 405, "method_not_allowed", (method, path))
+    assert response.status_code == 405, response.text
+    assert "POST" in [item.strip() for item in response.headers["allow"].split(",")]
+    assert_no_store(response)
+    if method != "HEAD":
+        assert_error(response, 405, "method_not_allowed")
 
 
 def streamed(*messages: dict[str, Any]) -> Request[Any, Any, Any]:
@@ -497,112 +486,164 @@ async def test_a_streamed_body_is_read_whole_and_refused_past_the_limit() -> Non
 # --- invalid_request -----------------------------------------------------------------------
 
 
-async def test_missing_or_empty_grant_type_is_invalid_request(rotor: Rotor) -> None:
+@pytest.mark.parametrize(
+    "pairs",
+    [LOGIN[1:], [("grant_type", ""), *LOGIN[1:]], []],
+    ids=["missing", "empty", "empty-body"],
+)
+async def test_missing_or_empty_grant_type_is_invalid_request(
+    rotor: Rotor, pairs: list[tuple[str, str]]
+) -> None:
     client = await rotor.client()
     await rotor.user()
 
-    for pairs in [LOGIN[1:], [("grant_type", ""), *LOGIN[1:]], []]:
-        response = await post_pairs(rotor, pairs, client.auth)
-        assert_error(response, 400, "invalid_request", pairs)
+    response = await post_pairs(rotor, pairs, client.auth)
+    assert_error(response, 400, "invalid_request")
     assert await count(rotor.db, "login_failures") == 0
 
 
-async def test_repeated_parameter_is_invalid_request(rotor: Rotor) -> None:
+CLIENT_ID = "<the client's id>"
+CLIENT_SECRET = "<the client's secret>"
+
+
+@pytest.mark.parametrize(
+    "pairs",
+    [
+        pytest.param([*LOGIN, ("grant_type", "password")], id="grant_type-same"),
+        pytest.param([*LOGIN, ("grant_type", "client_credentials")], id="grant_type-other"),
+        pytest.param([*LOGIN, ("username", "alice")], id="username-same"),
+        pytest.param([*LOGIN, ("username", "")], id="username-empty"),
+        pytest.param([*LOGIN, ("password", "")], id="password-empty"),
+        pytest.param([*LOGIN, ("scope", "read"), ("scope", "write")], id="scope"),
+        pytest.param([*LOGIN, ("unknown", "1"), ("unknown", "2")], id="unknown"),
+        pytest.param(
+            [("grant_type", "client_credentials"), ("grant_type", "client_credentials")],
+            id="grant_type-only",
+        ),
+        pytest.param(
+            [
+                ("grant_type", "client_credentials"),
+                ("client_id", CLIENT_ID),
+                ("client_id", CLIENT_ID),
+                ("client_secret", CLIENT_SECRET),
+            ],
+            id="client_id-with-client_secret_post",
+        ),
+    ],
+)
+async def test_repeated_parameter_is_invalid_request(
+    rotor: Rotor, pairs: list[tuple[str, str]]
+) -> None:
     client = await rotor.client()
     await rotor.user()
-    cases = [
-        [*LOGIN, ("grant_type", "password")],
-        [*LOGIN, ("grant_type", "client_credentials")],
-        [*LOGIN, ("username", "alice")],
-        [*LOGIN, ("username", "")],
-        [*LOGIN, ("password", "")],
-        [*LOGIN, ("scope", "read"), ("scope", "write")],
-        [*LOGIN, ("unknown", "1"), ("unknown", "2")],
-        [("grant_type", "client_credentials"), ("grant_type", "client_credentials")],
-    ]
-
-    for pairs in cases:
-        response = await post_pairs(rotor, pairs, client.auth)
-        assert_error(response, 400, "invalid_request", pairs)
     assert client.client_secret is not None
-    post_auth = [
-        ("grant_type", "client_credentials"),
-        ("client_id", client.client_id),
-        ("client_id", client.client_id),
-        ("client_secret", client.client_secret),
-    ]
-    assert_error(await post_pairs(rotor, post_auth, {}), 400, "invalid_request", post_auth)
+    values = {CLIENT_ID: client.client_id, CLIENT_SECRET: client.client_secret}
+    sent = [(name, values.get(value, value)) for name, value in pairs]
+    # client_secret_post authenticates in the body: no Basic header then.
+    headers = {} if any(value == CLIENT_SECRET for _, value in pairs) else client.auth
+
+    response = await post_pairs(rotor, sent, headers)
+    assert_error(response, 400, "invalid_request")
 
     assert await count(rotor.db, "token_families") == 0
     assert await count(rotor.db, "login_failures") == 0
 
 
-async def test_body_not_form_encoded_is_invalid_request(rotor: Rotor) -> None:
-    client = await rotor.client()
-    body = json.dumps({"grant_type": "client_credentials"}).encode()
-
-    for content_type in [
+@pytest.mark.parametrize(
+    "content_type",
+    [
         "application/json",
         "text/plain",
         "multipart/form-data",
         "application/x-www-form-urlencodedx",
-    ]:
+        None,
+    ],
+    ids=["json", "text", "multipart", "form-with-a-suffix", "no-content-type"],
+)
+async def test_body_not_form_encoded_is_invalid_request(
+    rotor: Rotor, content_type: str | None
+) -> None:
+    client = await rotor.client()
+    if content_type is None:
+        response = await post_raw(rotor, b"grant_type=client_credentials", client.auth)
+    else:
+        body = json.dumps({"grant_type": "client_credentials"}).encode()
         response = await post_raw(rotor, body, {**client.auth, "content-type": content_type})
-        assert_error(response, 400, "invalid_request", content_type)
-    no_type = await post_raw(rotor, b"grant_type=client_credentials", client.auth)
-    assert_error(no_type, 400, "invalid_request", "no content-type")
+    assert_error(response, 400, "invalid_request")
+
+
+async def test_body_sent_as_json_by_the_http_client_is_invalid_request(rotor: Rotor) -> None:
+    client = await rotor.client()
     json_helper = await rotor.http.post(
         "/token", json={"grant_type": "client_credentials"}, headers=client.auth
     )
-    assert_error(json_helper, 400, "invalid_request", "json=")
+    assert_error(json_helper, 400, "invalid_request")
 
 
-async def test_form_content_type_with_parameters_and_case_is_accepted(rotor: Rotor) -> None:
+@pytest.mark.parametrize(
+    "content_type",
+    ["application/x-www-form-urlencoded; charset=UTF-8", "Application/X-WWW-Form-Urlencoded"],
+    ids=["charset-parameter", "mixed-case"],
+)
+async def test_form_content_type_with_parameters_and_case_is_accepted(
+    rotor: Rotor, content_type: str
+) -> None:
     client = await rotor.client()
 
-    for content_type in [
-        "application/x-www-form-urlencoded; charset=UTF-8",
-        "Application/X-WWW-Form-Urlencoded",
-    ]:
-        response = await post_raw(
-            rotor, b"grant_type=client_credentials", {**client.auth, "content-type": content_type}
-        )
-        assert response.status_code == 200, (content_type, response.text)
+    response = await post_raw(
+        rotor, b"grant_type=client_credentials", {**client.auth, "content-type": content_type}
+    )
+    assert response.status_code == 200, response.text
 
 
-async def test_secret_in_query_string_is_invalid_request(rotor: Rotor) -> None:
+@pytest.mark.parametrize(
+    "query", ["client_secret=x", "password=x", "refresh_token=x", "client_secret="]
+)
+async def test_secret_in_query_string_is_invalid_request(rotor: Rotor, query: str) -> None:
     client = await rotor.client()
     await rotor.user()
     login = {"grant_type": "password", "username": "alice", "password": PASSWORD}
 
-    for query in ["client_secret=x", "password=x", "refresh_token=x", "client_secret="]:
-        response = await rotor.http.post(f"/token?{query}", data=login, headers=client.auth)
-        assert_error(response, 400, "invalid_request", query)
+    response = await rotor.http.post(f"/token?{query}", data=login, headers=client.auth)
+    assert_error(response, 400, "invalid_request")
+    assert await count(rotor.db, "token_families") == 0
+    assert await count(rotor.db, "login_failures") == 0
+
+
+async def test_client_secret_post_in_the_query_string_is_invalid_request(rotor: Rotor) -> None:
+    client = await rotor.client()
+    await rotor.user()
 
     moved = await rotor.http.post(
         f"/token?client_id={client.client_id}&client_secret={client.client_secret}",
         data={"grant_type": "client_credentials"},
     )
-    assert_error(moved, 400, "invalid_request", "client_secret_post in the query")
+    assert_error(moved, 400, "invalid_request")
     assert await count(rotor.db, "token_families") == 0
     assert await count(rotor.db, "login_failures") == 0
 
 
-async def test_missing_or_empty_username_or_password_is_invalid_request(rotor: Rotor) -> None:
+FULL_LOGIN = {"grant_type": "password", "username": "alice", "password": PASSWORD}
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        pytest.param({**FULL_LOGIN, "username": ""}, id="username-empty"),
+        pytest.param({**FULL_LOGIN, "password": ""}, id="password-empty"),
+        pytest.param({k: v for k, v in FULL_LOGIN.items() if k != "username"}, id="no-username"),
+        pytest.param({k: v for k, v in FULL_LOGIN.items() if k != "password"}, id="no-password"),
+        pytest.param({"grant_type": "password"}, id="neither"),
+    ],
+)
+async def test_missing_or_empty_username_or_password_is_invalid_request(
+    rotor: Rotor, data: dict[str, str]
+) -> None:
     client = await rotor.client()
     await rotor.user()
-    full = {"grant_type": "password", "username": "alice", "password": PASSWORD}
-    cases = [
-        {**full, "username": ""},
-        {**full, "password": ""},
-        {key: value for key, value in full.items() if key != "username"},
-        {key: value for key, value in full.items() if key != "password"},
-        {"grant_type": "password"},
-    ]
 
-    for data in cases:
-        response = await rotor.token(data, client.auth)
-        assert_error(response, 400, "invalid_request", data)
+    response = await rotor.token(data, client.auth)
+    assert_error(response, 400, "invalid_request")
 
     assert await count(rotor.db, "login_failures") == 0
     assert await count(rotor.db, "security_events") == 0
@@ -626,20 +667,22 @@ async def test_unknown_parameters_are_ignored(rotor: Rotor) -> None:
     assert claims["sub"] == await rotor.db.fetchval("SELECT id::text FROM users")
 
 
-async def test_non_utf8_body_is_invalid_request(rotor: Rotor) -> None:
+@pytest.mark.parametrize(
+    "body",
+    [
+        pytest.param(b"grant_type=password&username=\xff\xfe&password=x", id="raw-bytes"),
+        pytest.param(b"grant_type=password&username=%ff%fe&password=x", id="percent-encoded"),
+        pytest.param(b"grant_type=password&username=%ED%A0%80&password=x", id="encoded-surrogate"),
+        pytest.param(b"grant_type=password&username=alice&password=%C3", id="truncated-sequence"),
+        pytest.param(b"\x80grant_type=client_credentials", id="leading-byte"),
+    ],
+)
+async def test_non_utf8_body_is_invalid_request(rotor: Rotor, body: bytes) -> None:
     client = await rotor.client()
     await rotor.user()
-    bodies = [
-        b"grant_type=password&username=\xff\xfe&password=x",
-        b"grant_type=password&username=%ff%fe&password=x",
-        b"grant_type=password&username=%ED%A0%80&password=x",  # an encoded surrogate
-        b"grant_type=password&username=alice&password=%C3",  # truncated sequence
-        b"\x80grant_type=client_credentials",
-    ]
 
-    for body in bodies:
-        response = await post_raw(rotor, body, {**client.auth, "content-type": FORM})
-        assert_error(response, 400, "invalid_request", body)
+    response = await post_raw(rotor, body, {**client.auth, "content-type": FORM})
+    assert_error(response, 400, "invalid_request")
 
     assert await count(rotor.db, "login_failures") == 0
 
@@ -658,47 +701,60 @@ async def test_nul_in_username_is_invalid_request_not_500(rotor: Rotor) -> None:
 # --- grant types ---------------------------------------------------------------------------
 
 
-async def test_unknown_grant_type_is_unsupported_grant_type(rotor: Rotor) -> None:
+@pytest.mark.parametrize(
+    "grant_type",
+    [
+        pytest.param("authorization_code", id="authorization_code"),
+        pytest.param("implicit", id="implicit"),
+        pytest.param("urn:ietf:params:oauth:grant-type:jwt-bearer", id="jwt-bearer"),
+        pytest.param("urn:ietf:params:oauth:grant-type:device_code", id="device_code"),
+        pytest.param("PASSWORD", id="PASSWORD"),
+        pytest.param("password ", id="password-trailing-space"),
+        pytest.param("garbage\u00e9", id="non-ascii"),
+        pytest.param("x" * 500, id="500-characters"),
+    ],
+)
+async def test_unknown_grant_type_is_unsupported_grant_type(rotor: Rotor, grant_type: str) -> None:
     client = await rotor.client()
-    cases = [
-        "authorization_code",
-        "implicit",
-        "urn:ietf:params:oauth:grant-type:jwt-bearer",
-        "urn:ietf:params:oauth:grant-type:device_code",
-        "PASSWORD",
-        "password ",
-        "garbage\u00e9",
-        "x" * 500,
-    ]
 
-    for grant_type in cases:
-        response = await rotor.token({"grant_type": grant_type}, client.auth)
-        assert_error(response, 400, "unsupported_grant_type", grant_type)
-        assert "x" * 100 not in response.text  # the garbage is not echoed in full
+    response = await rotor.token({"grant_type": grant_type}, client.auth)
+    assert_error(response, 400, "unsupported_grant_type")
+    assert "x" * 100 not in response.text  # the garbage is not echoed in full
 
 
-async def test_grant_not_enabled_for_client_is_unauthorized_client(rotor: Rotor) -> None:
-    await rotor.user()
-    cases = [
+@pytest.mark.parametrize(
+    ("grants", "grant_type"),
+    [
         (["client_credentials"], "password"),
         (["password", "refresh_token"], "client_credentials"),
         (["client_credentials"], "refresh_token"),
         ([], "password"),
         ([], "client_credentials"),
-    ]
+    ],
+    ids=[
+        "password-for-a-client_credentials-client",
+        "client_credentials-for-a-password-client",
+        "refresh_token-for-a-client_credentials-client",
+        "password-for-a-client-without-grants",
+        "client_credentials-for-a-client-without-grants",
+    ],
+)
+async def test_grant_not_enabled_for_client_is_unauthorized_client(
+    rotor: Rotor, grants: list[str], grant_type: str
+) -> None:
+    await rotor.user()
 
-    for grants, grant_type in cases:
-        client = await rotor.client(grants=grants)
-        response = await rotor.token(
-            {
-                "grant_type": grant_type,
-                "username": "alice",
-                "password": PASSWORD,
-                "refresh_token": "x" * 43,
-            },
-            client.auth,
-        )
-        assert_error(response, 400, "unauthorized_client", (grants, grant_type))
+    client = await rotor.client(grants=grants)
+    response = await rotor.token(
+        {
+            "grant_type": grant_type,
+            "username": "alice",
+            "password": PASSWORD,
+            "refresh_token": "x" * 43,
+        },
+        client.auth,
+    )
+    assert_error(response, 400, "unauthorized_client")
 
     assert await count(rotor.db, "login_failures") == 0
     assert await count(rotor.db, "token_families") == 0
@@ -719,25 +775,27 @@ async def test_public_client_asking_client_credentials_is_unauthorized_client(
 # --- invalid_grant -------------------------------------------------------------------------
 
 
-async def test_wrong_password_unknown_user_and_disabled_user_answer_alike(rotor: Rotor) -> None:
+@pytest.mark.parametrize(
+    ("username", "password"),
+    [
+        pytest.param("alice", "not the password", id="wrong-password"),
+        pytest.param("bob", PASSWORD, id="unknown"),
+        pytest.param("carol", PASSWORD, id="disabled"),
+        pytest.param("Alice", PASSWORD, id="case"),
+    ],
+)
+async def test_wrong_password_unknown_user_and_disabled_user_answer_alike(
+    rotor: Rotor, username: str, password: str
+) -> None:
     client = await rotor.client()
     await rotor.user()
     await rotor.user("carol")
     await rotor.db.execute("UPDATE users SET disabled = true WHERE username = 'carol'")
 
-    wrong_password = await rotor.login(client, password="not the password")
-    unknown_user = await rotor.login(client, username="bob")
-    disabled_user = await rotor.login(client, username="carol")
-    wrong_case = await rotor.login(client, username="Alice")
+    response = await rotor.login(client, username=username, password=password)
 
-    for case, response in [
-        ("wrong password", wrong_password),
-        ("unknown", unknown_user),
-        ("disabled", disabled_user),
-        ("case", wrong_case),
-    ]:
-        assert_error(response, 400, "invalid_grant", case)
-        assert response.json() == INVALID_CREDENTIALS, case
+    assert_error(response, 400, "invalid_grant")
+    assert response.json() == INVALID_CREDENTIALS
     assert await count(rotor.db, "token_families") == 0
 
 
@@ -864,20 +922,28 @@ async def test_slashed_paths_answer_with_the_no_store_headers_too(rotor: Rotor, 
     ) == (expected, "no-store", "no-cache"), response.text
 
 
+SECRET_NAME = "S3CRET-VALUE-THAT-MUST-NOT-ECHO"
+
+
+@pytest.mark.parametrize(
+    ("description", "pairs"),
+    [
+        pytest.param(
+            "parameter 'scope' is repeated", [("scope", "read"), ("scope", "write")], id="scope"
+        ),
+        pytest.param(
+            "a parameter is repeated", [(SECRET_NAME, ""), (SECRET_NAME, "")], id="secret-name"
+        ),
+    ],
+)
 async def test_a_repeated_parameter_is_named_only_when_it_is_the_protocols(
-    rotor: Rotor,
+    rotor: Rotor, description: str, pairs: list[tuple[str, str]]
 ) -> None:
     """A secret sent as a bare field name must not come back in the answer."""
     client = await rotor.client()
-    secret_name = "S3CRET-VALUE-THAT-MUST-NOT-ECHO"
-    cases = {
-        "scope": ("parameter 'scope' is repeated", [("scope", "read"), ("scope", "write")]),
-        secret_name: ("a parameter is repeated", [(secret_name, ""), (secret_name, "")]),
-    }
-    for name, (description, pairs) in cases.items():
-        response = await post_pairs(rotor, [*LOGIN, *pairs], client.auth)
-        assert (response.status_code, response.json()) == (
-            400,
-            {"error": "invalid_request", "error_description": description},
-        ), name
-        assert secret_name not in response.text
+    response = await post_pairs(rotor, [*LOGIN, *pairs], client.auth)
+    assert (response.status_code, response.json()) == (
+        400,
+        {"error": "invalid_request", "error_description": description},
+    )
+    assert SECRET_NAME not in response.text
