@@ -507,22 +507,23 @@ PASSWORD_LENGTHS: dict[str, tuple[str, tuple[int, dict[str, str]] | None]] = {
 }
 
 
+@pytest.mark.parametrize("case", PASSWORD_LENGTHS)
 async def test_password_length_counts_unicode_characters(
-    rotor: Rotor, ops: Ops, app: RegisteredClient
+    rotor: Rotor, ops: Ops, app: RegisteredClient, case: str
 ) -> None:
-    for case, (password, refusal) in PASSWORD_LENGTHS.items():
-        username = f"user-{case}"
-        response = await rotor.http.post(
-            "/admin/users", json={"username": username, "password": password}, headers=ops.headers
-        )
-        if refusal is None:
-            assert response.status_code == 201, (case, response.text)
-        else:
-            assert error_of(response) == refusal, case
-        stored = await rotor.db.fetchval("SELECT count(*) FROM users WHERE username = $1", username)
-        assert stored == (0 if refusal else 1), case
-        if refusal is None:
-            assert (await rotor.login(app, username, password)).status_code == 200, case
+    password, refusal = PASSWORD_LENGTHS[case]
+    username = f"user-{case}"
+    response = await rotor.http.post(
+        "/admin/users", json={"username": username, "password": password}, headers=ops.headers
+    )
+    if refusal is None:
+        assert response.status_code == 201, response.text
+    else:
+        assert error_of(response) == refusal
+    stored = await rotor.db.fetchval("SELECT count(*) FROM users WHERE username = $1", username)
+    assert stored == (0 if refusal else 1)
+    if refusal is None:
+        assert (await rotor.login(app, username, password)).status_code == 200
 
 
 BAD_USERNAMES = {
@@ -571,17 +572,20 @@ NEAR_MISSES = {
 }
 
 
-async def test_passwords_are_never_truncated(rotor: Rotor, ops: Ops, app: RegisteredClient) -> None:
-    for case, (password, near_miss) in NEAR_MISSES.items():
-        username = f"user-{case}"
-        created = await rotor.http.post(
-            "/admin/users", json={"username": username, "password": password}, headers=ops.headers
-        )
-        assert created.status_code == 201, (case, created.text)
-        wrong = await rotor.login(app, username, near_miss)
-        assert wrong.status_code == 400, (case, wrong.text)
-        assert wrong.json()["error"] == "invalid_grant", case
-        assert (await rotor.login(app, username, password)).status_code == 200, case
+@pytest.mark.parametrize("case", NEAR_MISSES)
+async def test_passwords_are_never_truncated(
+    rotor: Rotor, ops: Ops, app: RegisteredClient, case: str
+) -> None:
+    password, near_miss = NEAR_MISSES[case]
+    username = f"user-{case}"
+    created = await rotor.http.post(
+        "/admin/users", json={"username": username, "password": password}, headers=ops.headers
+    )
+    assert created.status_code == 201, created.text
+    wrong = await rotor.login(app, username, near_miss)
+    assert wrong.status_code == 400, wrong.text
+    assert wrong.json()["error"] == "invalid_grant"
+    assert (await rotor.login(app, username, password)).status_code == 200
 
 
 BAD_USER_BODIES: dict[str, dict[str, Any]] = {
@@ -598,12 +602,12 @@ BAD_USER_BODIES: dict[str, dict[str, Any]] = {
 }
 
 
-async def test_create_user_with_a_bad_body_is_400(rotor: Rotor, ops: Ops) -> None:
+@pytest.mark.parametrize("case", BAD_USER_BODIES)
+async def test_create_user_with_a_bad_body_is_400(rotor: Rotor, ops: Ops, case: str) -> None:
     headers = {**ops.headers, "Content-Type": "application/json"}
-    for case, request_kwargs in BAD_USER_BODIES.items():
-        response = await rotor.http.post("/admin/users", headers=headers, **request_kwargs)
-        assert response.status_code == 400, (case, response.text)
-        assert response.json()["error"] == "invalid_request", case
+    response = await rotor.http.post("/admin/users", headers=headers, **BAD_USER_BODIES[case])
+    assert response.status_code == 400, response.text
+    assert response.json()["error"] == "invalid_request"
     assert await rotor.db.fetchval("SELECT count(*) FROM users") == 0
 
 
@@ -623,14 +627,15 @@ STRICT_USER_BODIES = {
 }
 
 
-async def test_create_user_reads_its_body_strictly(rotor: Rotor, ops: Ops) -> None:
+@pytest.mark.parametrize("case", STRICT_USER_BODIES)
+async def test_create_user_reads_its_body_strictly(rotor: Rotor, ops: Ops, case: str) -> None:
+    content, description = STRICT_USER_BODIES[case]
     headers = {**ops.headers, "Content-Type": "application/json"}
-    for case, (content, description) in STRICT_USER_BODIES.items():
-        response = await rotor.http.post("/admin/users", headers=headers, content=content)
-        assert (response.status_code, response.json()) == (
-            400,
-            {"error": "invalid_request", "error_description": description},
-        ), case
+    response = await rotor.http.post("/admin/users", headers=headers, content=content)
+    assert (response.status_code, response.json()) == (
+        400,
+        {"error": "invalid_request", "error_description": description},
+    )
     assert await rotor.db.fetchval("SELECT count(*) FROM users") == 0
 
 
@@ -668,27 +673,39 @@ async def test_get_user_shows_no_hash_and_an_rfc3339_utc_created_at(rotor: Rotor
     assert "argon2" not in response.text
 
 
-async def test_user_routes_answer_404_for_unknown_and_400_for_malformed_ids(
-    rotor: Rotor, ops: Ops
-) -> None:
-    routes: list[tuple[str, str, dict[str, Any] | None]] = [
+@pytest.mark.parametrize(
+    ("method", "suffix", "payload"),
+    [
         ("GET", "", None),
         ("PATCH", "", {"disabled": True}),
         ("POST", "/password", {"password": NEW_PASSWORD}),
         ("GET", "/families", None),
         ("POST", "/revoke", None),
-    ]
-    no_such_user = error(404, "not_found", "no such user")
-    for user_id, expected in (
-        (ZERO_ID, no_such_user),
+    ],
+    ids=["get", "patch", "password", "families", "revoke"],
+)
+@pytest.mark.parametrize(
+    ("user_id", "expected"),
+    [
+        (ZERO_ID, error(404, "not_found", "no such user")),
         ("not-a-uuid", NOT_A_UUID),
         ("1", NOT_A_UUID),
-    ):
-        for method, suffix, payload in routes:
-            response = await rotor.http.request(
-                method, f"/admin/users/{user_id}{suffix}", json=payload, headers=ops.headers
-            )
-            assert error_of(response) == expected, (method, user_id, suffix)
+    ],
+    ids=["unknown", "not-a-uuid", "1"],
+)
+async def test_user_routes_answer_404_for_unknown_and_400_for_malformed_ids(
+    rotor: Rotor,
+    ops: Ops,
+    user_id: str,
+    expected: tuple[int, dict[str, str]],
+    method: str,
+    suffix: str,
+    payload: dict[str, Any] | None,
+) -> None:
+    response = await rotor.http.request(
+        method, f"/admin/users/{user_id}{suffix}", json=payload, headers=ops.headers
+    )
+    assert error_of(response) == expected
 
 
 async def test_disabling_a_user_revokes_every_family_and_its_tokens(
@@ -763,38 +780,38 @@ async def test_enabling_again_does_not_unrevoke_the_families(
     await assert_session_live(rotor, gateway, fresh)
 
 
-async def test_patch_user_with_a_bad_body_is_400_and_changes_nothing(
-    rotor: Rotor, ops: Ops
-) -> None:
-    user_id = await rotor.user("alice")
-    payloads: list[tuple[Any, str]] = [
+@pytest.mark.parametrize(
+    ("payload", "description"),
+    [
         ({}, "invalid body: Object missing required field `disabled`"),
         ({"disabled": "yes"}, "invalid body: Expected `bool`, got `str` - at `$.disabled`"),
         ({"disabled": None}, "invalid body: Expected `bool`, got `null` - at `$.disabled`"),
         ({"disabled": 2}, "invalid body: Expected `bool`, got `int` - at `$.disabled`"),
         ([True], "the body must be a JSON object"),
-    ]
-    for payload, description in payloads:
-        response = await rotor.http.patch(
-            f"/admin/users/{user_id}", json=payload, headers=ops.headers
-        )
-        assert error_of(response) == error(400, "invalid_request", description), payload
+    ],
+    ids=["empty-object", "disabled-word", "disabled-null", "disabled-int", "array"],
+)
+async def test_patch_user_with_a_bad_body_is_400_and_changes_nothing(
+    rotor: Rotor, ops: Ops, payload: Any, description: str
+) -> None:
+    user_id = await rotor.user("alice")
+    response = await rotor.http.patch(f"/admin/users/{user_id}", json=payload, headers=ops.headers)
+    assert error_of(response) == error(400, "invalid_request", description)
     assert await rotor.db.fetchval("SELECT disabled FROM users") is False
 
 
-async def test_patch_user_refuses_booleans_of_the_wrong_json_type(rotor: Rotor, ops: Ops) -> None:
+@pytest.mark.parametrize(
+    ("payload", "sent"),
+    [({"disabled": "true"}, "str"), ({"disabled": 1}, "int"), ({"disabled": "1"}, "str")],
+    ids=["string-true", "int-1", "string-1"],
+)
+async def test_patch_user_refuses_booleans_of_the_wrong_json_type(
+    rotor: Rotor, ops: Ops, payload: dict[str, Any], sent: str
+) -> None:
     user_id = await rotor.user("alice")
-    payloads: list[tuple[Any, str]] = [
-        ({"disabled": "true"}, "str"),
-        ({"disabled": 1}, "int"),
-        ({"disabled": "1"}, "str"),
-    ]
-    for payload, sent in payloads:
-        response = await rotor.http.patch(
-            f"/admin/users/{user_id}", json=payload, headers=ops.headers
-        )
-        description = f"invalid body: Expected `bool`, got `{sent}` - at `$.disabled`"
-        assert error_of(response) == error(400, "invalid_request", description), payload
+    response = await rotor.http.patch(f"/admin/users/{user_id}", json=payload, headers=ops.headers)
+    description = f"invalid body: Expected `bool`, got `{sent}` - at `$.disabled`"
+    assert error_of(response) == error(400, "invalid_request", description)
     assert await rotor.db.fetchval("SELECT disabled FROM users") is False
 
 
@@ -823,16 +840,23 @@ async def test_password_change_revokes_families_and_swaps_the_password(
     assert (await rotor.login(app, "alice", NEW_PASSWORD)).status_code == 200
 
 
+@pytest.mark.parametrize(
+    ("password", "refusal"), [("short", TOO_SHORT), ("y" * 1025, TOO_LONG)], ids=["5", "1025"]
+)
 async def test_a_refused_password_change_changes_nothing(
-    rotor: Rotor, ops: Ops, app: RegisteredClient, gateway: RegisteredClient
+    rotor: Rotor,
+    ops: Ops,
+    app: RegisteredClient,
+    gateway: RegisteredClient,
+    password: str,
+    refusal: tuple[int, dict[str, str]],
 ) -> None:
     user_id = await rotor.user("alice")
     session = await login(rotor, app)
-    for password, refusal in (("short", TOO_SHORT), ("y" * 1025, TOO_LONG)):
-        response = await rotor.http.post(
-            f"/admin/users/{user_id}/password", json={"password": password}, headers=ops.headers
-        )
-        assert error_of(response) == refusal, len(password)
+    response = await rotor.http.post(
+        f"/admin/users/{user_id}/password", json={"password": password}, headers=ops.headers
+    )
+    assert error_of(response) == refusal
     await assert_session_live(rotor, gateway, session)
     assert (await rotor.login(app, "alice", PASSWORD)).status_code == 200
 
@@ -1007,17 +1031,22 @@ async def test_create_client_accepts_the_limits_the_refusals_lie_beyond(
     assert (row["name"], list(row["scopes"])) == (name, scopes)
 
 
-async def test_create_client_refuses_flags_of_the_wrong_json_type(rotor: Rotor, ops: Ops) -> None:
-    before = await rotor.db.fetchval("SELECT count(*) FROM clients")
-    flags: list[tuple[dict[str, Any], str]] = [
+@pytest.mark.parametrize(
+    ("flag", "description"),
+    [
         ({"is_admin": "true"}, "invalid body: Expected `bool`, got `str` - at `$.is_admin`"),
         ({"is_admin": 1}, "invalid body: Expected `bool`, got `int` - at `$.is_admin`"),
         ({"public": "false"}, "invalid body: Expected `bool`, got `str` - at `$.public`"),
-    ]
-    for flag, description in flags:
-        payload = {"name": "x", "grant_types": ["client_credentials"], **flag}
-        response = await rotor.http.post("/admin/clients", json=payload, headers=ops.headers)
-        assert error_of(response) == error(400, "invalid_request", description), flag
+    ],
+    ids=["is_admin-string", "is_admin-int", "public-string"],
+)
+async def test_create_client_refuses_flags_of_the_wrong_json_type(
+    rotor: Rotor, ops: Ops, flag: dict[str, Any], description: str
+) -> None:
+    before = await rotor.db.fetchval("SELECT count(*) FROM clients")
+    payload = {"name": "x", "grant_types": ["client_credentials"], **flag}
+    response = await rotor.http.post("/admin/clients", json=payload, headers=ops.headers)
+    assert error_of(response) == error(400, "invalid_request", description)
     assert await rotor.db.fetchval("SELECT count(*) FROM clients") == before
 
 
@@ -1032,16 +1061,21 @@ async def test_create_client_with_invalid_json_is_400(rotor: Rotor, ops: Ops) ->
     assert await rotor.db.fetchval("SELECT count(*) FROM clients") == before
 
 
+@pytest.mark.parametrize(
+    ("method", "suffix"), [("GET", ""), ("POST", "/revoke")], ids=["get", "revoke"]
+)
+@pytest.mark.parametrize("subject", [ZERO_ID, "not-a-uuid"], ids=["unknown", "not-a-uuid"])
+@pytest.mark.parametrize(
+    ("kind", "unknown"), [("clients", "no such client"), ("families", "no such family")]
+)
 async def test_client_and_family_routes_answer_404_for_unknown_and_400_for_malformed_ids(
-    rotor: Rotor, ops: Ops
+    rotor: Rotor, ops: Ops, kind: str, unknown: str, subject: str, method: str, suffix: str
 ) -> None:
-    for kind, unknown in (("clients", "no such client"), ("families", "no such family")):
-        not_found = error(404, "not_found", unknown)
-        for subject, expected in ((ZERO_ID, not_found), ("not-a-uuid", NOT_A_UUID)):
-            for method, suffix in (("GET", ""), ("POST", "/revoke")):
-                path = f"/admin/{kind}/{subject}{suffix}"
-                response = await rotor.http.request(method, path, headers=ops.headers)
-                assert error_of(response) == expected, (method, path)
+    expected = error(404, "not_found", unknown) if subject == ZERO_ID else NOT_A_UUID
+    response = await rotor.http.request(
+        method, f"/admin/{kind}/{subject}{suffix}", headers=ops.headers
+    )
+    assert error_of(response) == expected
 
 
 # --------------------------------------------------------------------------- families
@@ -1181,19 +1215,28 @@ BAD_PAGING: dict[str, tuple[dict[str, str], str]] = {
 }
 
 
-async def test_families_list_refuses_bad_limits_and_cursors(rotor: Rotor, ops: Ops) -> None:
+@pytest.mark.parametrize("case", BAD_PAGING)
+async def test_families_list_refuses_bad_limits_and_cursors(
+    rotor: Rotor, ops: Ops, case: str
+) -> None:
+    params, description = BAD_PAGING[case]
     user_id = await rotor.user("alice")
-    for case, (params, description) in BAD_PAGING.items():
-        response = await rotor.http.get(
-            f"/admin/users/{user_id}/families", params=params, headers=ops.headers
-        )
-        assert error_of(response) == error(400, "invalid_request", description), case
-    for limit in ("1", "500"):
-        response = await rotor.http.get(
-            f"/admin/users/{user_id}/families", params={"limit": limit}, headers=ops.headers
-        )
-        assert response.status_code == 200, (limit, response.text)
-        assert response.json() == {"items": [], "next": None}
+    response = await rotor.http.get(
+        f"/admin/users/{user_id}/families", params=params, headers=ops.headers
+    )
+    assert error_of(response) == error(400, "invalid_request", description)
+
+
+@pytest.mark.parametrize("limit", ["1", "500"])
+async def test_families_list_accepts_the_limits_at_the_edges(
+    rotor: Rotor, ops: Ops, limit: str
+) -> None:
+    user_id = await rotor.user("alice")
+    response = await rotor.http.get(
+        f"/admin/users/{user_id}/families", params={"limit": limit}, headers=ops.headers
+    )
+    assert response.status_code == 200, response.text
+    assert response.json() == {"items": [], "next": None}
 
 
 async def test_family_detail_has_the_chain_oldest_first_and_no_token(

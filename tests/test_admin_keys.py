@@ -269,28 +269,48 @@ async def test_rotation_with_no_next_key_makes_and_keeps_one_and_answers_409(
     assert (await rotate(rotor, ops, {"force": True})).status_code == 200
 
 
-async def test_rotation_with_a_bad_body_is_400_and_changes_nothing(rotor: Rotor, ops: Ops) -> None:
+@pytest.mark.parametrize(
+    ("body", "description"),
+    [
+        pytest.param(b"{not json", "the body is not valid JSON", id="not-json"),
+        pytest.param(
+            b'{"force": "yes"}',
+            "invalid body: Expected `bool`, got `str` - at `$.force`",
+            id="force-word",
+        ),
+        pytest.param(
+            b'{"force": null}',
+            "invalid body: Expected `bool`, got `null` - at `$.force`",
+            id="force-null",
+        ),
+        pytest.param(b"[true]", "the body must be a JSON object", id="array"),
+        pytest.param(
+            b'{"force": true, "force": false}',
+            "force is repeated in the JSON body",
+            id="force-repeated",
+        ),
+    ],
+)
+async def test_rotation_with_a_bad_body_is_400_and_changes_nothing(
+    rotor: Rotor, ops: Ops, body: bytes, description: str
+) -> None:
     before = await snapshot(rotor.db)
     headers = {**ops.headers, "Content-Type": "application/json"}
-    bodies = {
-        b"{not json": "the body is not valid JSON",
-        b'{"force": "yes"}': "invalid body: Expected `bool`, got `str` - at `$.force`",
-        b'{"force": null}': "invalid body: Expected `bool`, got `null` - at `$.force`",
-        b"[true]": "the body must be a JSON object",
-        b'{"force": true, "force": false}': "force is repeated in the JSON body",
-    }
-    for body, description in bodies.items():
-        response = await rotor.http.post("/admin/keys/rotate", content=body, headers=headers)
-        assert (response.status_code, response.json()) == (400, invalid_request(description)), body
+    response = await rotor.http.post("/admin/keys/rotate", content=body, headers=headers)
+    assert (response.status_code, response.json()) == (400, invalid_request(description))
     assert await snapshot(rotor.db) == before
 
 
-async def test_rotation_refuses_a_force_of_the_wrong_json_type(rotor: Rotor, ops: Ops) -> None:
+@pytest.mark.parametrize(
+    ("body", "sent"), [({"force": "true"}, "str"), ({"force": 1}, "int")], ids=["string", "int"]
+)
+async def test_rotation_refuses_a_force_of_the_wrong_json_type(
+    rotor: Rotor, ops: Ops, body: dict[str, Any], sent: str
+) -> None:
     before = await snapshot(rotor.db)
-    for body, sent in (({"force": "true"}, "str"), ({"force": 1}, "int")):
-        response = await rotate(rotor, ops, body)
-        description = f"invalid body: Expected `bool`, got `{sent}` - at `$.force`"
-        assert (response.status_code, response.json()) == (400, invalid_request(description)), body
+    response = await rotate(rotor, ops, body)
+    description = f"invalid body: Expected `bool`, got `{sent}` - at `$.force`"
+    assert (response.status_code, response.json()) == (400, invalid_request(description))
     assert await snapshot(rotor.db) == before
 
 
