@@ -10,6 +10,7 @@ import base64
 import uuid
 
 import httpx
+import pytest
 
 from service.accounts.clients import fingerprint
 from tests.helpers import PASSWORD, RegisteredClient, Rotor, basic
@@ -44,19 +45,17 @@ async def confidential(rotor: Rotor) -> tuple[RegisteredClient, str]:
 # --- successes -----------------------------------------------------------------------------
 
 
-async def test_client_secret_basic_authenticates(rotor: Rotor) -> None:
+# Basic with the same client_id repeated in the body is one method, not two.
+@pytest.mark.parametrize("body_client_id", [False, True], ids=["basic", "basic-and-body-client_id"])
+async def test_client_secret_basic_authenticates(rotor: Rotor, body_client_id: bool) -> None:
     client, secret = await confidential(rotor)
+    data = {**CC, "client_id": client.client_id} if body_client_id else CC
 
-    plain = await rotor.token(CC, basic(client.client_id, secret))
-    # Basic with the same client_id repeated in the body is one method, not two.
-    with_id = await rotor.token(
-        {**CC, "client_id": client.client_id}, basic(client.client_id, secret)
-    )
+    response = await rotor.token(data, basic(client.client_id, secret))
 
-    for case, response in [("basic", plain), ("basic + body client_id", with_id)]:
-        assert response.status_code == 200, (case, response.text)
-        claims = (await rotor.verify(response.json()["access_token"])).claims
-        assert claims["client_id"] == client.client_id, case
+    assert response.status_code == 200, response.text
+    claims = (await rotor.verify(response.json()["access_token"])).claims
+    assert claims["client_id"] == client.client_id
 
 
 async def test_client_secret_post_authenticates(rotor: Rotor) -> None:
@@ -107,70 +106,89 @@ async def test_public_client_logs_in_with_client_id_only(rotor: Rotor) -> None:
 # --- 401 invalid_client --------------------------------------------------------------------
 
 
-async def test_no_credentials_at_all_is_invalid_client(rotor: Rotor) -> None:
+@pytest.mark.parametrize(
+    "data",
+    [CC, {"grant_type": "password", "username": "alice", "password": PASSWORD}],
+    ids=["client_credentials", "password"],
+)
+async def test_no_credentials_at_all_is_invalid_client(rotor: Rotor, data: dict[str, str]) -> None:
     await rotor.client()
     await rotor.user()
 
-    for data in [CC, {"grant_type": "password", "username": "alice", "password": PASSWORD}]:
-        response = await rotor.token(data)
-        assert_invalid_client(response, data)
+    response = await rotor.token(data)
+    assert_invalid_client(response)
 
 
-async def test_confidential_client_sending_only_client_id_is_invalid_client(rotor: Rotor) -> None:
+@pytest.mark.parametrize(
+    "case", ["client_credentials", "empty-client_secret", "password", "basic-empty-secret"]
+)
+async def test_confidential_client_sending_only_client_id_is_invalid_client(
+    rotor: Rotor, case: str
+) -> None:
     client, _ = await confidential(rotor)
     await rotor.user()
+    login = {"grant_type": "password", "username": "alice", "password": PASSWORD}
 
-    for data in [
-        {**CC, "client_id": client.client_id},
-        {**CC, "client_id": client.client_id, "client_secret": ""},
-        {
-            "grant_type": "password",
-            "username": "alice",
-            "password": PASSWORD,
-            "client_id": client.client_id,
-        },
-    ]:
+    if case == "basic-empty-secret":  # Basic with an empty secret is the same thing.
+        response = await rotor.token(CC, raw_basic(f"{client.client_id}:".encode()))
+    else:
+        data = {
+            "client_credentials": {**CC, "client_id": client.client_id},
+            "empty-client_secret": {**CC, "client_id": client.client_id, "client_secret": ""},
+            "password": {**login, "client_id": client.client_id},
+        }[case]
         response = await rotor.token(data)
-        assert_invalid_client(response, data)
-    # Basic with an empty secret is the same thing.
-    assert_invalid_client(await rotor.token(CC, raw_basic(f"{client.client_id}:".encode())))
+    assert_invalid_client(response)
     assert await rotor.db.fetchval("SELECT count(*) FROM token_families") == 0
 
 
-async def test_unknown_client_id_is_invalid_client(rotor: Rotor) -> None:
+@pytest.mark.parametrize("way", ["post", "basic", "id-only"])
+async def test_unknown_client_id_is_invalid_client(rotor: Rotor, way: str) -> None:
     _, secret = await confidential(rotor)
     stranger = str(uuid.uuid4())
 
-    via_post = await rotor.token({**CC, "client_id": stranger, "client_secret": secret})
-    via_basic = await rotor.token(CC, basic(stranger, secret))
-    public_style = await rotor.token({**CC, "client_id": stranger})
+    if way == "post":
+        response = await rotor.token({**CC, "client_id": stranger, "client_secret": secret})
+    elif way == "basic":
+        response = await rotor.token(CC, basic(stranger, secret))
+    else:
+        response = await rotor.token({**CC, "client_id": stranger})
 
-    for case, response in [("post", via_post), ("basic", via_basic), ("id only", public_style)]:
-        assert_invalid_client(response, case)
+    assert_invalid_client(response)
 
 
-async def test_malformed_client_id_is_invalid_client(rotor: Rotor) -> None:
+@pytest.mark.parametrize(
+    "client_id",
+    ["not-a-uuid", "1", "' OR 1=1 --", "x" * 300, "\u00e9"],
+    ids=["word", "1", "sql", "300-characters", "non-ascii"],
+)
+async def test_malformed_client_id_is_invalid_client(rotor: Rotor, client_id: str) -> None:
     _, secret = await confidential(rotor)
 
-    for client_id in ["not-a-uuid", "1", "' OR 1=1 --", "x" * 300, "\u00e9"]:
-        via_post = await rotor.token({**CC, "client_id": client_id, "client_secret": secret})
-        via_basic = await rotor.token(CC, basic(client_id, secret))
-        assert_invalid_client(via_post, ("post", client_id))
-        assert_invalid_client(via_basic, ("basic", client_id))
+    via_post = await rotor.token({**CC, "client_id": client_id, "client_secret": secret})
+    via_basic = await rotor.token(CC, basic(client_id, secret))
+    assert_invalid_client(via_post, "post")
+    assert_invalid_client(via_basic, "basic")
 
 
-async def test_wrong_secret_is_invalid_client(rotor: Rotor) -> None:
+@pytest.mark.parametrize(
+    "candidate", ["truncated", "extended", "upper-cased", "another-clients", "x"]
+)
+async def test_wrong_secret_is_invalid_client(rotor: Rotor, candidate: str) -> None:
     client, secret = await confidential(rotor)
     other, other_secret = await confidential(rotor)
-    wrong = [secret[:-1], secret + "x", secret.upper(), other_secret, "x"]
+    wrong = {
+        "truncated": secret[:-1],
+        "extended": secret + "x",
+        "upper-cased": secret.upper(),
+        "another-clients": other_secret,
+        "x": "x",
+    }[candidate]
 
-    for candidate in wrong:
-        via_basic = await rotor.token(CC, basic(client.client_id, candidate))
-        via_post = await rotor.token(
-            {**CC, "client_id": client.client_id, "client_secret": candidate}
-        )
-        assert_invalid_client(via_basic, ("basic", candidate))
-        assert_invalid_client(via_post, ("post", candidate))
+    via_basic = await rotor.token(CC, basic(client.client_id, wrong))
+    via_post = await rotor.token({**CC, "client_id": client.client_id, "client_secret": wrong})
+    assert_invalid_client(via_basic, "basic")
+    assert_invalid_client(via_post, "post")
     assert other.client_id != client.client_id
 
 
@@ -188,7 +206,21 @@ async def test_wrong_secret_refuses_the_password_grant_before_the_password(rotor
     assert await rotor.db.fetchval("SELECT count(*) FROM token_families") == 0
 
 
-async def test_malformed_basic_header_is_invalid_client(rotor: Rotor) -> None:
+MALFORMED_BASIC = [
+    "not base64",
+    "no colon",
+    "empty value",
+    "scheme only",
+    "not utf-8",
+    "truncated base64",
+    "bearer scheme",
+    "digest scheme",
+    "empty",
+]
+
+
+@pytest.mark.parametrize("case", MALFORMED_BASIC)
+async def test_malformed_basic_header_is_invalid_client(rotor: Rotor, case: str) -> None:
     client, secret = await confidential(rotor)
     pair = f"{client.client_id}:{secret}".encode()
     headers = {
@@ -202,10 +234,10 @@ async def test_malformed_basic_header_is_invalid_client(rotor: Rotor) -> None:
         "digest scheme": {"Authorization": "Digest username=x"},
         "empty": {"Authorization": ""},
     }
+    assert list(headers) == MALFORMED_BASIC
 
-    for case, header in headers.items():
-        response = await rotor.token(CC, header)
-        assert_invalid_client(response, case)
+    response = await rotor.token(CC, headers[case])
+    assert_invalid_client(response)
 
 
 async def test_public_client_sending_a_secret_is_invalid_client(rotor: Rotor) -> None:
