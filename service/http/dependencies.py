@@ -27,7 +27,12 @@ def provide_caller(request: Request[Any, Any, Any], services: NamedDependency[Se
 ServicesDep = NamedDependency[Services]
 CallerDep = NamedDependency[Caller]
 
-DEPENDENCIES = {
-    "services": Provide(provide_services, sync_to_thread=False),
-    "caller": Provide(provide_caller, sync_to_thread=False),
-}
+
+def dependencies() -> dict[str, Provide]:
+    """Fresh for each app: the services' value is cached in its Provide, and
+    every app (a test makes many in one process) has services of its own."""
+    return {
+        # One value per app: resolved once, not per request.
+        "services": Provide(provide_services, sync_to_thread=False, use_cache=True),
+        "caller": Provide(provide_caller, sync_to_thread=False),
+    }

@@ -20,7 +20,7 @@ from service import __version__
 from service.db.migrate import head_revision, schema_revision
 from service.db.pool import Database
 from service.http.admin import AdminController
-from service.http.dependencies import DEPENDENCIES
+from service.http.dependencies import dependencies
 from service.http.discovery import jwks, metadata
 from service.http.errors import EXCEPTION_HANDLERS
 from service.http.health import live, ready
@@ -28,6 +28,7 @@ from service.http.introspection import INTROSPECT_PATH, introspect_endpoint
 from service.http.raw import MAX_BODY_BYTES
 from service.http.refresh import REFRESH_PATH, refresh_endpoint
 from service.http.revocation import revoke
+from service.http.sessions import SessionsController
 from service.http.state import Services
 from service.http.token import token
 
@@ -70,6 +71,7 @@ class RotorPlugin(InitPluginProtocol):
                 refresh_endpoint,
                 introspect_endpoint,
                 revoke,
+                SessionsController,
                 AdminController,
                 MetricsController,
                 jwks,
@@ -79,7 +81,7 @@ class RotorPlugin(InitPluginProtocol):
             ]
         )
         app_config.lifespan.append(self.lifespan)
-        app_config.dependencies.update(DEPENDENCIES)
+        app_config.dependencies.update(dependencies())
         app_config.exception_handlers.update(EXCEPTION_HANDLERS)
         app_config.request_max_body_size = MAX_BODY_BYTES
         app_config.openapi_config = openapi_config()
