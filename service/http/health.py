@@ -40,6 +40,8 @@ async def ready(services: ServicesDep) -> Response[dict[str, str]]:
         return Response({"status": "unavailable", "reason": "database"}, status_code=503)
     except asyncpg.PostgresError:  # e.g. no right to read alembic_version
         return Response({"status": "unavailable", "reason": "schema"}, status_code=503)
+    except Exception:  # a probe answers, whatever broke: e.g. a connection killed under it
+        return Response({"status": "unavailable", "reason": "database"}, status_code=503)
     if current != head_revision():
         return Response({"status": "unavailable", "reason": "schema"}, status_code=503)
     return Response({"status": "ok"}, status_code=200)
