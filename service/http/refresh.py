@@ -9,7 +9,6 @@ from litestar.openapi.spec import OpenAPIResponse, Operation, PathItem, Schema
 from litestar.openapi.spec.enums import OpenAPIType
 
 from service.errors import InvalidRequest
-from service.http.caller import caller_of
 from service.http.docs import FULFILLED, JSON, component, error_responses, form_body
 from service.http.forms import FORM_TYPE, check_query, media_type, parse_pairs
 from service.http.json_body import json_object
@@ -63,9 +62,7 @@ def _parse_json(body: bytes) -> dict[str, str]:
 async def refresh(request: Request[Any, Any, Any]) -> TokenBody:
     check_query(request.query_params)
     form = parse_refresh_body(await read_body(request), request.headers.get("content-type"))
-    services = services_of(request)
-    caller = caller_of(request, services.settings.trusted_proxies)
-    return await grant(services, caller, request.headers.get("authorization"), form)
+    return await grant(request, services_of(request), form)
 
 
 refresh_endpoint = post_endpoint("/refresh", refresh, name="refresh")
