@@ -24,6 +24,7 @@ import argon2
 import asyncpg
 
 from bench import procs
+from bench.seed import FAMILY_COLUMNS, ORIGIN_COLUMNS, ORIGIN_VALUES, SESSION_IP, SESSION_USER_AGENT
 from service.config import Argon2Params
 from service.db.families import ROTATE_SQL
 
@@ -94,7 +95,8 @@ def pgbench_script(client_id: str, idle_ttl: int) -> str:
     """ROTATE_SQL with its parameters bound to pgbench variables and constants,
     one rotation per statement (a batch of one): the presented token is the
     hash of a per-client counter, its successor the hash of the counter plus
-    an offset; no grace box, no scope narrowing."""
+    an offset; no grace box, no scope narrowing; the family's last use is the
+    seeded sessions' IP and user agent (bench/seed.py), as /refresh writes it."""
     values = {
         1: "ARRAY[sha256(int8send(:i))]",
         2: f"ARRAY['{uuid.UUID(client_id)}'::uuid]",
@@ -102,6 +104,8 @@ def pgbench_script(client_id: str, idle_ttl: int) -> str:
         4: "ARRAY[sha256(int8send(:s))]",
         5: "ARRAY[NULL::text]",
         6: str(idle_ttl),
+        7: f"ARRAY['{SESSION_IP}'::inet]",
+        8: f"ARRAY['{SESSION_USER_AGENT}'::text]",
     }
 
     def bind(match: re.Match[str]) -> str:
@@ -122,13 +126,13 @@ def pgbench_script(client_id: str, idle_ttl: int) -> str:
     )
 
 
-SEED_ROTATABLE_SQL = """
+SEED_ROTATABLE_SQL = f"""
 WITH source AS (
     SELECT i, gen_random_uuid() AS id FROM generate_series($1::bigint, $2::bigint) AS i
 ), families AS (
-    INSERT INTO token_families (id, user_id, client_id, scope, expires_at)
+    INSERT INTO token_families ({", ".join((*FAMILY_COLUMNS, *ORIGIN_COLUMNS))})
     SELECT id, ($3::uuid[])[1 + i % cardinality($3::uuid[])], $4, 'read write',
-           now() + interval '30 days'
+           now() + interval '30 days', {ORIGIN_VALUES}
     FROM source
 )
 INSERT INTO refresh_tokens (token_hash, family_id, generation, expires_at)

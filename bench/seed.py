@@ -23,8 +23,21 @@ from bench.servers import REPO, VENV_BIN
 from service.config import Settings
 
 SCOPE = "read write"
+# Where the seeded sessions were opened and last used (CONTRACT 3.8): a fixed IP
+# and a user agent of a browser's usual length, as a BFF forwards it; the wrk
+# scripts send the same (bench/lua/common.lua), so rotations rewrite as much.
+SESSION_IP = "198.51.100.7"
+SESSION_USER_AGENT = (
+    "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "Chrome/131.0.0.0 Safari/537.36"
+)
 FILLER_BATCH = 100_000
 APP_GRANTS = ("--grant", "password", "--grant", "refresh_token", "--grant", "client_credentials")
+
+
+FAMILY_COLUMNS = ("id", "user_id", "client_id", "scope", "expires_at")
+ORIGIN_COLUMNS = ("login_ip", "login_user_agent", "last_ip", "last_user_agent")
+ORIGIN_VALUES = ", ".join([f"'{SESSION_IP}'::inet", f"'{SESSION_USER_AGENT}'"] * 2)  # SQL
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,13 +138,21 @@ async def seed_families(
     connection = await asyncpg.connect(url)
     try:
         async with connection.transaction():
+            origin = (SESSION_IP, SESSION_USER_AGENT) * 2
             await connection.copy_records_to_table(
                 "token_families",
                 records=[
-                    (family, user_ids[index % len(user_ids)], client, SCOPE, family_expires)
+                    (
+                        family,
+                        user_ids[index % len(user_ids)],
+                        client,
+                        SCOPE,
+                        family_expires,
+                        *origin,
+                    )
                     for index, family in enumerate(families)
                 ],
-                columns=["id", "user_id", "client_id", "scope", "expires_at"],
+                columns=[*FAMILY_COLUMNS, *ORIGIN_COLUMNS],
             )
             await connection.copy_records_to_table(
                 "refresh_tokens",
@@ -148,13 +169,13 @@ async def seed_families(
 
 # Families nobody will present (their tokens are hashes of random bytes): the
 # bulk of a large store, written by the server itself.
-FILLER_SQL = """
+FILLER_SQL = f"""
 WITH source AS (
     SELECT i, gen_random_uuid() AS id FROM generate_series(1, $5::bigint) AS i
 ), families AS (
-    INSERT INTO token_families (id, user_id, client_id, scope, expires_at)
+    INSERT INTO token_families ({", ".join((*FAMILY_COLUMNS, *ORIGIN_COLUMNS))})
     SELECT id, ($1::uuid[])[1 + i % cardinality($1::uuid[])], $2, $3,
-           now() + make_interval(secs => $4)
+           now() + make_interval(secs => $4), {ORIGIN_VALUES}
     FROM source
 )
 INSERT INTO refresh_tokens (token_hash, family_id, generation, expires_at)

@@ -43,10 +43,16 @@ function common.offset(items, index, count)
   return math.floor(#items * index / count)
 end
 
+-- The User-Agent of a browser, as a BFF forwards it: the one bench/seed.py
+-- gives the seeded sessions, so a rotation rewrites as much as it would.
+local USER_AGENT = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 " ..
+  "(KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36"
+
 function common.headers(authorization, content_type)
   wrk.method = "POST"
   wrk.headers["Authorization"] = authorization
   wrk.headers["Content-Type"] = content_type
+  wrk.headers["User-Agent"] = USER_AGENT
 end
 
 function common.done(summary, latency, requests)

@@ -90,14 +90,18 @@ async def start(
     max_ttl: int,
     token_hash: bytes,
     idle_ttl: int,
+    ip: str | None,
+    user_agent: str | None,
 ) -> None:
     """A new family and its generation-1 refresh token, in one round trip. The
-    token's idle window never reaches past the family's absolute limit."""
+    token's idle window never reaches past the family's absolute limit. The
+    login's IP and user agent are also the last use's, until the first rotation."""
     await connection.execute(
         """
         WITH family AS (
-            INSERT INTO token_families (id, user_id, client_id, scope, expires_at)
-            VALUES ($1, $2, $3, $4, now() + make_interval(secs => $5))
+            INSERT INTO token_families (id, user_id, client_id, scope, expires_at,
+                                        login_ip, login_user_agent, last_ip, last_user_agent)
+            VALUES ($1, $2, $3, $4, now() + make_interval(secs => $5), $8, $9, $8, $9)
             RETURNING id, expires_at
         )
         INSERT INTO refresh_tokens (token_hash, family_id, generation, expires_at)
@@ -110,6 +114,8 @@ async def start(
         max_ttl,
         token_hash,
         idle_ttl,
+        ip,
+        user_agent,
     )
 
 
@@ -119,10 +125,15 @@ async def start(
 # (service/db/batch.py): one row per rotated token, `i` its request's position.
 # The same token twice in one batch matches once (a target row is updated by
 # one join row); the other request finds it spent, as it would a moment later.
+# $6 is the idle window; $7 and $8 the callers' IPs and user agents, the
+# family's last use (CONTRACT 3.8), set in the same statement. A family is
+# touched by one row at most: at most one of its tokens is live.
 ROTATE_SQL = f"""
 WITH input AS (
-    SELECT * FROM unnest($1::bytea[], $2::uuid[], $3::bytea[], $4::bytea[], $5::text[])
-        WITH ORDINALITY AS q(token_hash, client_id, box, successor_hash, requested, i)
+    SELECT * FROM unnest($1::bytea[], $2::uuid[], $3::bytea[], $4::bytea[], $5::text[],
+                         $7::inet[], $8::text[])
+        WITH ORDINALITY AS q(token_hash, client_id, box, successor_hash, requested,
+                             ip, user_agent, i)
 ), presented AS (
     UPDATE refresh_tokens t
     SET spent_at = now(), successor_box = q.box
@@ -135,16 +146,18 @@ WITH input AS (
       AND u.id = f.user_id
       AND (q.requested IS NULL
            OR string_to_array(f.scope, ' ') @> string_to_array(q.requested, ' '))
-    RETURNING q.i, q.successor_hash, t.token_hash, t.family_id, t.generation,
-              f.user_id, f.scope, f.expires_at
+    RETURNING q.i, q.successor_hash, q.ip, q.user_agent, t.token_hash, t.family_id,
+              t.generation, f.user_id, f.scope, f.expires_at
 ), successor AS (
     INSERT INTO refresh_tokens (token_hash, family_id, parent_hash, generation, expires_at)
     SELECT successor_hash, family_id, token_hash, generation + 1,
            least(now() + make_interval(secs => $6), expires_at)
     FROM presented
 ), touched AS (
-    UPDATE token_families SET last_rotated_at = now()
-    WHERE id IN (SELECT family_id FROM presented)
+    UPDATE token_families f
+    SET last_rotated_at = now(), last_ip = p.ip, last_user_agent = p.user_agent
+    FROM presented p
+    WHERE f.id = p.family_id
 )
 SELECT i, family_id, generation, user_id, scope FROM presented
 """
@@ -159,12 +172,23 @@ async def rotate(
     successor_hashes: list[bytes],
     requested: list[str | None],
     idle_ttl: int,
+    ips: list[str | None],
+    user_agents: list[str | None],
 ) -> list[asyncpg.Record | None]:
     """Spend each presented token that is live, issued to its client, of a live
-    family whose scope covers the request, and insert its successor: one
-    statement. The answer per position: the rotated row, or None ("look closer")."""
+    family whose scope covers the request, insert its successor, and record the
+    family's last use: one statement. The answer per position: the rotated row,
+    or None ("look closer")."""
     rows = await connection.fetch(
-        ROTATE_SQL, token_hashes, client_ids, boxes, successor_hashes, requested, idle_ttl
+        ROTATE_SQL,
+        token_hashes,
+        client_ids,
+        boxes,
+        successor_hashes,
+        requested,
+        idle_ttl,
+        ips,
+        user_agents,
     )
     by_position = {row["i"]: row for row in rows}
     return [by_position.get(i) for i in range(1, len(token_hashes) + 1)]
@@ -239,14 +263,14 @@ async def revoke_for_reuse(
 
 # --- revocation --------------------------------------------------------------
 
-# Revoke every still-live family matched by the filter and record one
-# family_revoked event per family, in one statement. $1 reason, $2 ip,
-# $3 user agent, $4 the family, user or client.
+# Revoke every family the target matches and record one family_revoked event
+# per family, in one statement. $1 reason, $2 ip, $3 user agent; from $4 on,
+# the target's.
 _REVOKE_TEMPLATE = f"""
 WITH revoked AS (
-    UPDATE token_families SET revoked_at = now(), revoked_reason = $1
-    WHERE revoked_at IS NULL AND ({{where}})
-    RETURNING id, user_id, client_id
+    UPDATE token_families f SET revoked_at = now(), revoked_reason = $1
+    {{target}}
+    RETURNING f.id, f.user_id, f.client_id
 ), events AS (
     {INSERT_EVENT}
     SELECT gen_random_uuid(), 'family_revoked', user_id, client_id, id, $2::inet, $3,
@@ -255,7 +279,26 @@ WITH revoked AS (
 )
 SELECT count(*) FROM revoked
 """
-_REVOKE_SQL = {by: _REVOKE_TEMPLATE.format(where=sql) for by, sql in _REVOKE_FILTERS.items()}
+# Operators': every not yet revoked family of one family, user or client ($4).
+_REVOKE_SQL = {
+    by: _REVOKE_TEMPLATE.format(target=f"WHERE f.revoked_at IS NULL AND ({sql})")
+    for by, sql in _REVOKE_FILTERS.items()
+}
+
+# The user's own (CONTRACT 3.8): live families only, and only the user's ($4):
+# the one family $5, or every other one. An expired family is already dead and
+# is left as it is: not revoked, not counted (a DELETE of it is a 404).
+OwnRevoke = Literal["one", "others"]
+_OWN_REVOKE_FILTERS: dict[OwnRevoke, str] = {"one": "f.id = $5", "others": "f.id <> $5"}
+_OWN_REVOKE_SQL = {
+    which: _REVOKE_TEMPLATE.format(
+        target=(
+            f"FROM users u WHERE u.id = f.user_id AND f.user_id = $4 AND {sql} "
+            f"AND {family_live('f', 'u')}"
+        )
+    )
+    for which, sql in _OWN_REVOKE_FILTERS.items()
+}
 
 
 async def revoke(
@@ -268,6 +311,22 @@ async def revoke(
         caller.ip if caller else None,
         caller.user_agent if caller else None,
         owner,
+    )
+    return count
+
+
+async def revoke_own(
+    connection: Connection,
+    which: OwnRevoke,
+    user_id: uuid.UUID,
+    family_id: uuid.UUID,
+    reason: str,
+    caller: Caller,
+) -> int:
+    """Revoke the user's live family `family_id` (`which="one"`), or every live
+    family of the user but that one (`"others"`): the number revoked."""
+    count: int = await connection.fetchval(
+        _OWN_REVOKE_SQL[which], reason, caller.ip, caller.user_agent, user_id, family_id
     )
     return count
 
@@ -391,6 +450,38 @@ async def chain(connection: Connection, family_id: uuid.UUID) -> list[asyncpg.Re
         "SELECT generation, issued_at, spent_at, expires_at FROM refresh_tokens "
         "WHERE family_id = $1 ORDER BY generation",
         family_id,
+    )
+    return rows
+
+
+# --- the user's own view (CONTRACT 3.8) ---------------------------------------
+
+
+async def live_families_of_user(
+    connection: Connection,
+    user_id: uuid.UUID,
+    *,
+    after: tuple[object, uuid.UUID] | None,
+    limit: int,
+) -> list[asyncpg.Record]:
+    """A user's live families with their client's name, newest first, after the
+    (created_at, id) position."""
+    rows: list[asyncpg.Record] = await connection.fetch(
+        f"""
+        SELECT f.id, f.client_id, c.name AS client_name, f.created_at, f.last_rotated_at,
+               f.expires_at, f.login_ip, f.login_user_agent, f.last_ip, f.last_user_agent
+        FROM token_families f
+        JOIN users u ON u.id = f.user_id
+        JOIN clients c ON c.id = f.client_id
+        WHERE f.user_id = $1 AND {family_live("f", "u")}
+          AND ($2::timestamptz IS NULL OR (f.created_at, f.id) < ($2, $3::uuid))
+        ORDER BY f.created_at DESC, f.id DESC
+        LIMIT $4
+        """,
+        user_id,
+        after[0] if after else None,
+        after[1] if after else None,
+        limit,
     )
     return rows
 

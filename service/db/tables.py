@@ -85,6 +85,13 @@ token_families = Table(
     Column("last_rotated_at", DateTime(timezone=True), nullable=True),
     Column("revoked_at", DateTime(timezone=True), nullable=True),
     Column("revoked_reason", Text, nullable=True),
+    # Where the session was opened (the password login) and last used (its
+    # latest rotation; the login's until the first): CONTRACT 3.8. NULL for the
+    # families older than migration 0003, and where the caller had no address.
+    Column("login_ip", INET, nullable=True),
+    Column("login_user_agent", Text, nullable=True),
+    Column("last_ip", INET, nullable=True),
+    Column("last_user_agent", Text, nullable=True),
     CheckConstraint(
         "revoked_reason IS NULL OR revoked_reason IN ('reuse_detected', 'logout', 'admin', "
         "'user_disabled', 'client_revoked', 'password_changed')",

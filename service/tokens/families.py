@@ -1,7 +1,9 @@
 """Token families (one per login session) and their refresh-token strings.
 
 A refresh token is 256 random bits, URL-safe; the store keeps its SHA-256
-fingerprint only, so a dump of the database yields no usable token.
+fingerprint only, so a dump of the database yields no usable token. A family
+also records where it was opened and last used (CONTRACT 3.8): the caller's
+IP and user agent at the login and at each rotation.
 """
 
 from __future__ import annotations
@@ -13,8 +15,10 @@ from dataclasses import dataclass
 
 from service.db import families
 from service.db.pool import Connection
+from service.events import Caller
 
 REFRESH_TOKEN_BYTES = 32
+SESSION_USER_AGENT_CHARS = 256  # CONTRACT 3.8: user agents are cut to 256 characters
 
 
 def new_refresh_token() -> str:
@@ -23,6 +27,12 @@ def new_refresh_token() -> str:
 
 def token_fingerprint(token: str) -> bytes:
     return hashlib.sha256(token.encode()).digest()
+
+
+def session_user_agent(caller: Caller) -> str | None:
+    """The caller's user agent as a family records it."""
+    agent = caller.user_agent
+    return agent[:SESSION_USER_AGENT_CHARS] if agent else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,8 +54,9 @@ async def start_family(
     user_id: uuid.UUID,
     client_id: uuid.UUID,
     scope: str,
+    caller: Caller,
 ) -> NewFamily:
-    """A password login: a new family and its generation-1 refresh token."""
+    """A password login, by `caller`: a new family and its generation-1 refresh token."""
     family_id, token = uuid.uuid4(), new_refresh_token()
     await families.start(
         connection,
@@ -56,5 +67,7 @@ async def start_family(
         max_ttl=limits.max_ttl,
         token_hash=token_fingerprint(token),
         idle_ttl=limits.idle_ttl,
+        ip=caller.ip,
+        user_agent=session_user_agent(caller),
     )
     return NewFamily(family_id, token)

@@ -35,7 +35,7 @@ from service.errors import InvalidGrant, InvalidRequest, InvalidScope
 from service.events import Caller
 from service.observability import metrics
 from service.tokens.access import AccessTokenIssuer
-from service.tokens.families import new_refresh_token, token_fingerprint
+from service.tokens.families import new_refresh_token, session_user_agent, token_fingerprint
 from service.tokens.scopes import requested_scopes
 from service.tokens.secretbox import BoxOpenError, SecretBox
 
@@ -60,13 +60,16 @@ RETRYABLE = (
 @dataclass(frozen=True, slots=True)
 class Presented:
     """One rotation to attempt: the presented token's hash, by whom, and its
-    successor (hash, and sealed for a grace retry when there is a window)."""
+    successor (hash, and sealed for a grace retry when there is a window); the
+    caller's IP and user agent become the family's last use (CONTRACT 3.8)."""
 
     token_hash: bytes
     client_id: uuid.UUID
     box: bytes | None
     successor_hash: bytes
     requested: str | None
+    ip: str | None
+    user_agent: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +115,8 @@ class RotationService:
             successor_hashes=[p.successor_hash for p in batch],
             requested=[p.requested for p in batch],
             idle_ttl=self._idle_ttl,
+            ips=[p.ip for p in batch],
+            user_agents=[p.user_agent for p in batch],
         )
 
     async def refresh(
@@ -158,6 +163,8 @@ class RotationService:
             box,
             token_fingerprint(successor),
             None if requested is None else " ".join(requested),
+            caller.ip,
+            session_user_agent(caller),
         )
         row = await self._rotations.get(presented)
         if row is not None:

@@ -94,7 +94,12 @@ class PasswordGrant:
             if new_hash is not None:
                 await accounts.set_password_hash(connection, user.id, new_hash, changed=False)
             family = await start_family(
-                connection, self._limits, user_id=user.id, client_id=login.client.id, scope=scope
+                connection,
+                self._limits,
+                user_id=user.id,
+                client_id=login.client.id,
+                scope=scope,
+                caller=login.caller,
             )
         issued = self._issuer.issue(
             subject=str(user.id),
