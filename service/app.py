@@ -47,6 +47,7 @@ from service.tokens.pruning import Pruner
 from service.tokens.revocation import RevocationService
 from service.tokens.rotation import RotationService
 from service.tokens.secretbox import SecretBox
+from service.tokens.sessions import UserSessions
 from service.tokens.verify import AccessTokenVerifier
 
 __all__ = ["MAX_BODY_BYTES", "RotorApp", "create_app", "create_asgi", "quiet_known_warnings"]
@@ -126,6 +127,7 @@ def build_services(
         verifier=verifier,
         introspection=IntrospectionService(database, verifier),
         revocation=RevocationService(database, verifier),
+        sessions=UserSessions(database, verifier),
         admin_auth=AdminAuth(database, verifier),
         account_admin=AccountAdmin(database, hasher),
         session_admin=SessionAdmin(database),

@@ -104,6 +104,20 @@ class InvalidToken(OAuthError):
         super().__init__(description, headers={"WWW-Authenticate": challenge})
 
 
+class InsufficientScope(OAuthError):
+    """RFC 6750 3.1: the token is valid but does not allow this request (403),
+    with the Bearer challenge naming the error (RFC 6750 3)."""
+
+    error = "insufficient_scope"
+    status = 403
+
+    def __init__(self, description: str) -> None:
+        super().__init__(
+            description,
+            headers={"WWW-Authenticate": 'Bearer realm="rotor", error="insufficient_scope"'},
+        )
+
+
 class Forbidden(OAuthError):
     error = "access_denied"
     status = 403

@@ -39,6 +39,7 @@ import msgspec
 import pytest
 import requests
 import schemathesis
+from argon2 import PasswordHasher as Argon2
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
@@ -54,6 +55,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from service.accounts.clients import create_client
+from service.accounts.users import create_user
 from service.app import MAX_BODY_BYTES, create_app
 from service.config import Settings
 from tests.helpers import ALL_GRANTS, PASSWORD, basic
@@ -76,6 +78,7 @@ def _operations() -> dict[str, Operation]:
 
 OPERATIONS = _operations()
 BASE_URL = "http://testserver.local"
+USERNAME = "fuzz-user"
 OAUTH_PATHS = frozenset({"/token", "/refresh", "/introspect", "/revoke"})
 CONFORMANCE: tuple[CheckFunction, ...] = (
     status_code_conformance,
@@ -101,10 +104,13 @@ class Fuzz:
     gateway: dict[str, str]  # Basic of a client allowed to introspect
     admin: dict[str, str]  # Bearer access token of a client with the admin permission
     not_admin: dict[str, str]  # Bearer access token of a client without it
+    user: dict[str, str]  # Bearer access token of a user's session (a password login)
 
     def auth_for(self, operation_id: str) -> dict[str, str]:
         if operation_id.startswith("admin_"):
             return self.admin
+        if operation_id.startswith("sessions_"):
+            return self.user
         if operation_id == "introspect":
             return self.gateway
         if operation_id in ("token", "refresh", "revoke"):
@@ -128,6 +134,9 @@ async def _register_clients(database_url: str) -> dict[str, tuple[str, str]]:
     connection = await asyncpg.connect(database_url)
     made: dict[str, tuple[str, str]] = {}
     try:
+        await create_user(
+            connection, USERNAME, Argon2(time_cost=1, memory_cost=8192).hash(PASSWORD)
+        )
         for name, options in CLIENTS.items():
             client, secret = await create_client(
                 connection, name=name, scopes=["read", "write"], public=False, **options
@@ -147,6 +156,16 @@ def _bearer(http: TestClient[Any], client_id: str, secret: str) -> dict[str, str
     return {"Authorization": f"Bearer {response.json()['access_token']}"}
 
 
+def _user_bearer(http: TestClient[Any], client_id: str, secret: str) -> dict[str, str]:
+    response = http.post(
+        "/token",
+        data={"grant_type": "password", "username": USERNAME, "password": PASSWORD},
+        headers=basic(client_id, secret),
+    )
+    assert response.status_code == 200, response.text
+    return {"Authorization": f"Bearer {response.json()['access_token']}"}
+
+
 @pytest.fixture
 def fuzz(settings: Settings) -> Iterator[Fuzz]:
     made = asyncio.run(_register_clients(settings.database_url))
@@ -157,6 +176,7 @@ def fuzz(settings: Settings) -> Iterator[Fuzz]:
             gateway=basic(*made["gateway"]),
             admin=_bearer(http, *made["admin"]),
             not_admin=_bearer(http, *made["not_admin"]),
+            user=_user_bearer(http, *made["caller"]),
         )
 
 
@@ -210,7 +230,7 @@ def check_contract(case: Case, response: httpx.Response) -> None:
         assert response.headers.get("cache-control") == "no-store", where
         assert response.headers.get("pragma") == "no-cache", where
     if status == 401:
-        scheme = "Bearer" if case.operation.path.startswith("/admin/") else "Basic"
+        scheme = "Basic" if case.operation.path in OAUTH_PATHS else "Bearer"
         assert response.headers.get("www-authenticate", "").startswith(scheme), where
     if status in (429, 503):
         assert response.headers.get("retry-after", "").isdigit(), where

@@ -9,7 +9,8 @@ these run on every request of the hot paths:
   within ROTOR_DB_TIMEOUT answers 503 with Retry-After; the bound is for the
   whole request;
 - CONTRACT section 3: `Cache-Control: no-store` and `Pragma: no-cache` on every
-  answer of the OAuth endpoints, including the ones made before routing (405);
+  answer of the OAuth endpoints, including the ones made before routing (405),
+  and of /sessions (a user's devices and addresses are nobody's to cache);
 - requests by route template and status, and their latency (Prometheus);
 - one access line per request: method, path, status, duration; never a query
   string, a header value or a body.
@@ -30,7 +31,8 @@ from service.deadline import Deadlines, request_deadline
 from service.observability.logs import log_access, request_id
 from service.observability.metrics import HTTP_METRICS
 
-NO_STORE_PATHS = frozenset({"/token", "/refresh", "/introspect", "/revoke"})
+NO_STORE_PATHS = frozenset({"/token", "/refresh", "/introspect", "/revoke", "/sessions"})
+NO_STORE_PREFIX = "/sessions/"
 NO_STORE_HEADERS = ((b"cache-control", b"no-store"), (b"pragma", b"no-cache"))
 _CACHE_HEADERS = frozenset({b"cache-control", b"pragma"})
 # Served from memory: no database deadline needed.
@@ -59,6 +61,10 @@ def _routed_path(path: str) -> str:
     return "/" + "/".join(part for part in path.split("/") if part)
 
 
+def _no_store(routed: str) -> bool:
+    return routed in NO_STORE_PATHS or routed.startswith(NO_STORE_PREFIX)
+
+
 class Edge:
     def __init__(self, app: ASGIApp, *, deadline: float) -> None:
         self._app = app
@@ -74,7 +80,7 @@ class Edge:
         # busy the service is), 32 hex characters like a UUID's.
         rid = _presented_id(scope) or secrets.token_hex(16)
         rid_header = (b"x-request-id", rid.encode())
-        no_store = path in NO_STORE_PATHS or _routed_path(path) in NO_STORE_PATHS
+        no_store = path in NO_STORE_PATHS or _no_store(_routed_path(path))
         status = 0
         context = request_id.set(rid)
         started = time.perf_counter()

@@ -20,6 +20,7 @@ from service.tokens.introspection import IntrospectionService
 from service.tokens.keys import KeyRing
 from service.tokens.pruning import Pruner
 from service.tokens.revocation import RevocationService
+from service.tokens.sessions import UserSessions
 from service.tokens.verify import AccessTokenVerifier
 
 
@@ -42,6 +43,7 @@ class Services:
         "pruner",
         "revocation",
         "session_admin",
+        "sessions",
         "settings",
         "tokens",
         "verifier",
@@ -58,6 +60,7 @@ class Services:
         verifier: AccessTokenVerifier,
         introspection: IntrospectionService,
         revocation: RevocationService,
+        sessions: UserSessions,
         admin_auth: AdminAuth,
         account_admin: AccountAdmin,
         session_admin: SessionAdmin,
@@ -74,6 +77,7 @@ class Services:
         self.verifier = verifier
         self.introspection = introspection
         self.revocation = revocation
+        self.sessions = sessions
         self.admin_auth = admin_auth
         self.account_admin = account_admin
         self.session_admin = session_admin

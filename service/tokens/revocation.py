@@ -1,4 +1,5 @@
-"""Revocation: RFC 7009 for clients, and the set-based family revocations of operators.
+"""Revocation: RFC 7009 for clients, the set-based family revocations of
+operators, and the user's own (CONTRACT 3.8).
 
 RFC 7009 2.2: "The authorization server responds with HTTP status code 200 if
 the token has been revoked successfully or if the client submitted an invalid
@@ -13,7 +14,7 @@ from typing import Any
 
 from service.accounts.clients import Client
 from service.db import families
-from service.db.families import RevokeBy
+from service.db.families import OwnRevoke, RevokeBy
 from service.db.pool import Connection, Database
 from service.errors import UnauthorizedClient
 from service.events import Caller
@@ -44,6 +45,21 @@ async def revoke_families(
     assert reason in REVOCATION_REASONS
     count = await families.revoke(connection, by, owner, reason, caller)
     metrics.child(metrics.FAMILIES_REVOKED, reason).inc(count)
+    return count
+
+
+async def revoke_own_families(
+    connection: Connection,
+    which: OwnRevoke,
+    user_id: uuid.UUID,
+    family_id: uuid.UUID,
+    caller: Caller,
+) -> int:
+    """A user signs out one of their sessions (`which="one"`: family `family_id`)
+    or every other one (`"others"`: all live families but `family_id`): reason
+    `logout`, one statement; the number revoked."""
+    count = await families.revoke_own(connection, which, user_id, family_id, "logout", caller)
+    metrics.child(metrics.FAMILIES_REVOKED, "logout").inc(count)
     return count
 
 
