@@ -37,13 +37,12 @@ def missing() -> str | None:
     packages = not packages_fresh()
     if not debian and not packages:
         return None
-    lacking = [f"Debian's {' '.join(debian)}"] if debian else []
-    if packages:
-        lacking.append("the example's npm packages")
+    lacking = debian + (["the example's npm packages"] if packages else [])
     steps = [f"apt-get update && apt-get install -y {' '.join(debian)}"] if debian else []
-    steps.append(NPM_CI)
+    if packages:
+        steps.append(NPM_CI)
     return (
-        f"browser test (tests/test_browser.py) did not run: no {' and '.join(lacking)}; "
+        f"browser test (tests/test_browser.py) did not run: missing {', '.join(lacking)}; "
         f"install with: {' && '.join(steps)}"
     )
 

@@ -15,9 +15,9 @@ that exclude each other:
   past the grace window, an unused session idles out, and a rotation's cookie is cut
   at the family's absolute limit.
 
-Without Node.js, Chromium or the example's npm packages every test here is skipped
-with the one line that says what installs them (scripts/test prints it too); with
-ROTOR_BROWSER_TEST=required (.ci/run) they fail instead.
+Without Node.js, Chromium or the example's npm packages this module is skipped with
+the one line that says what installs them (scripts/test prints it too); with
+ROTOR_BROWSER_TEST=required (.ci/run) its collection fails with that line instead.
 """
 
 from __future__ import annotations
@@ -101,14 +101,16 @@ COOKIE_ATTRIBUTES = {
 # ---- the build, the processes, the accounts --------------------------------------
 
 
+MISSING = browser.missing()
+if MISSING:  # one line in pytest's summary, the one scripts/test prints
+    if REQUIRED:
+        pytest.fail(MISSING, pytrace=False)
+    pytest.skip(MISSING, allow_module_level=True)
+
+
 @pytest.fixture(scope="session")
 def example_build() -> None:
     """`next build` of examples/nextjs, once per session, into its own folder."""
-    line = browser.missing()
-    if line:
-        if REQUIRED:
-            pytest.fail(line)
-        pytest.skip(line)
     result = subprocess.run(
         [_node(), str(NEXT), "build"],
         cwd=EXAMPLE,
