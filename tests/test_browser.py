@@ -27,7 +27,6 @@ import base64
 import json
 import os
 import re
-import shutil
 import signal
 import subprocess
 import time
@@ -106,13 +105,14 @@ if MISSING:  # one line in pytest's summary, the one scripts/test prints
     if REQUIRED:
         pytest.fail(MISSING, pytrace=False)
     pytest.skip(MISSING, allow_module_level=True)
+NODE = browser.node() or "node"
 
 
 @pytest.fixture(scope="session")
 def example_build() -> None:
     """`next build` of examples/nextjs, once per session, into its own folder."""
     result = subprocess.run(
-        [_node(), str(NEXT), "build"],
+        [NODE, str(NEXT), "build"],
         cwd=EXAMPLE,
         env={**os.environ, "NEXT_DIST_DIR": DIST, "NEXT_TELEMETRY_DISABLED": "1"},
         capture_output=True,
@@ -122,12 +122,6 @@ def example_build() -> None:
     assert result.returncode == 0, (
         f"next build failed:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
     )
-
-
-def _node() -> str:
-    node = shutil.which("node")
-    assert node is not None
-    return node
 
 
 @dataclass
@@ -280,7 +274,7 @@ def stacks(
             )
             processes.start(
                 f"next-{name}",
-                [_node(), str(NEXT), "start", "--port", str(app_port), "--hostname", "127.0.0.1"],
+                [NODE, str(NEXT), "start", "--port", str(app_port), "--hostname", "127.0.0.1"],
                 {
                     **os.environ,
                     "NEXT_DIST_DIR": DIST,
@@ -326,7 +320,7 @@ def observed(stacks: Stacks) -> dict[str, Any]:
         ],
     }
     result = subprocess.run(
-        [_node(), "e2e/scenarios.mjs"],
+        [NODE, "e2e/scenarios.mjs"],
         cwd=EXAMPLE,
         env={**os.environ, "E2E_CONFIG": json.dumps(config)},
         capture_output=True,
