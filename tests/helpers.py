@@ -90,9 +90,7 @@ class Rotor:
     async def user(
         self, username: str = "alice", password: str = PASSWORD, *, password_hash: str | None = None
     ) -> str:
-        user = await create_user(
-            self.db, username, password_hash or self._argon2.hash(password)
-        )
+        user = await create_user(self.db, username, password_hash or self._argon2.hash(password))
         return str(user.id)
 
     async def token(
