@@ -90,8 +90,9 @@ async def grant(
     request: Request[Any, Any, Any], services: Services, form: dict[str, str]
 ) -> TokenBody:
     """The token endpoint's answer to a parsed request; /refresh shares it. The
-    caller is read here, not injected: /refresh is a raw route, and for /token
-    an injected caller cost about 8 % of a client_credentials request (bench)."""
+    caller is read here, not injected: /refresh is a raw route, and with an
+    injected caller the bench's client_credentials load fell from 0.36 to 0.33
+    of the framework ceiling (one pair of runs, 2026-12-04)."""
     credentials = presented_credentials(
         request.headers.get("authorization"), form.get("client_id"), form.get("client_secret")
     )
