@@ -9,6 +9,7 @@ import base64
 import json
 import os
 import secrets
+import shutil
 import signal
 import sys
 import warnings
@@ -136,7 +137,7 @@ def cmd_serve(args: argparse.Namespace, env: Mapping[str, str]) -> int:
             "ROTOR_ISSUER": resolved["ROTOR_ISSUER"],
         }
     )
-    _metrics_directory()
+    metrics_dir = _metrics_directory()
     if not env.get("ROTOR_HASH_CONCURRENCY"):
         # One hash at a time per core across all workers.
         per_worker = max(1, (os.cpu_count() or 1) // max(1, args.workers))
@@ -145,6 +146,15 @@ def cmd_serve(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     # uvicorn re-raises SIGTERM after its graceful shutdown; as SystemExit it
     # lets the embedded PostgreSQL stop with the last process that uses it.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    try:
+        _run_uvicorn(uvicorn, args)
+    finally:
+        if metrics_dir is not None:  # made for this start: gone with it
+            shutil.rmtree(metrics_dir, ignore_errors=True)
+    return 0
+
+
+def _run_uvicorn(uvicorn: Any, args: argparse.Namespace) -> None:
     uvicorn.run(
         "service.app:app_from_env",
         factory=True,
@@ -160,16 +170,19 @@ def cmd_serve(args: argparse.Namespace, env: Mapping[str, str]) -> int:
         loop="auto",
         http="auto",
     )
-    return 0
 
 
-def _metrics_directory() -> None:
+def _metrics_directory() -> str | None:
     """Prometheus multiprocess mode, so /metrics adds up every worker; a fresh
-    directory per start (stale files from an earlier run would count twice)."""
+    directory per start (stale files from an earlier run would count twice),
+    which serve removes when it stops. None when the operator chose one."""
     import tempfile
 
-    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="rotor-metrics-")
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        return None
+    made = tempfile.mkdtemp(prefix="rotor-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = made
+    return made
 
 
 def _banner(url: str, settings: Settings, embedded: Embedded | None) -> str:

@@ -479,6 +479,20 @@ def test_embedded_serve_issues_for_the_url_it_listens_on(embedded_home: Path) ->
     )
 
 
+def test_serve_removes_its_metrics_directory_when_it_stops(
+    embedded_home: Path, tmp_path: Path
+) -> None:
+    """Each start makes a fresh PROMETHEUS_MULTIPROC_DIR; it used to stay in
+    /tmp after every stop."""
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    env = base_env(ROTOR_SHUTDOWN_DELAY="0", TMPDIR=str(scratch))
+    with serving(embedded_home, "--port", str(free_port()), env=env):
+        during = [path.name for path in scratch.glob("rotor-metrics-*")]
+    after = [path.name for path in scratch.glob("rotor-metrics-*")]
+    assert (len(during), after) == (1, [])
+
+
 LOG_FIELDS = {"ts", "level", "logger", "msg"}
 
 
