@@ -413,6 +413,15 @@ async def live_refresh_tokens(
 # --- operators' views --------------------------------------------------------
 
 
+# A page of one user's families ($1): newest first, after the ($2 created_at,
+# $3 id) position, at most $4 rows.
+_PAGE_OF_USER = """
+    ($2::timestamptz IS NULL OR (f.created_at, f.id) < ($2, $3::uuid))
+    ORDER BY f.created_at DESC, f.id DESC
+    LIMIT $4
+"""
+
+
 async def families_of_user(
     connection: Connection,
     user_id: uuid.UUID,
@@ -424,10 +433,7 @@ async def families_of_user(
     rows: list[asyncpg.Record] = await connection.fetch(
         f"""
         SELECT {FAMILY_COLUMNS} FROM token_families f
-        WHERE f.user_id = $1
-          AND ($2::timestamptz IS NULL OR (f.created_at, f.id) < ($2, $3::uuid))
-        ORDER BY f.created_at DESC, f.id DESC
-        LIMIT $4
+        WHERE f.user_id = $1 AND {_PAGE_OF_USER}
         """,
         user_id,
         after[0] if after else None,
@@ -473,10 +479,7 @@ async def live_families_of_user(
         FROM token_families f
         JOIN users u ON u.id = f.user_id
         JOIN clients c ON c.id = f.client_id
-        WHERE f.user_id = $1 AND {family_live("f", "u")}
-          AND ($2::timestamptz IS NULL OR (f.created_at, f.id) < ($2, $3::uuid))
-        ORDER BY f.created_at DESC, f.id DESC
-        LIMIT $4
+        WHERE f.user_id = $1 AND {family_live("f", "u")} AND {_PAGE_OF_USER}
         """,
         user_id,
         after[0] if after else None,
