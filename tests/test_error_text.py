@@ -113,7 +113,6 @@ INTERPOLATED = {
     "grant_type",
     "min_age",
     "name",
-    "scope",
     "shown",
     "what",
 }

@@ -14,7 +14,7 @@ from service.accounts.clients import Client, get_client
 from service.db.pool import Database
 from service.errors import Forbidden, InvalidToken
 from service.tokens.introspection import access_token_state
-from service.tokens.verify import AccessTokenVerifier
+from service.tokens.verify import AccessTokenVerifier, verified_bearer
 
 
 class AdminAuth:
@@ -25,12 +25,7 @@ class AdminAuth:
     async def authenticate(self, authorization: str | None) -> Client:
         """The admin client behind an `Authorization: Bearer` header; InvalidToken
         (401) or Forbidden (403) otherwise."""
-        scheme, _sep, token = (authorization or "").partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
-            raise InvalidToken("a Bearer access token is required")
-        verified = self._verifier.verify(token.strip())
-        if verified is None:
-            raise InvalidToken("the access token is invalid or expired", presented=True)
+        verified = verified_bearer(self._verifier, authorization)
         try:  # only a token signed by Rotor's key gets here; Rotor writes a UUID
             client_id = uuid.UUID(str(verified.claims.get("client_id")))
         except ValueError:

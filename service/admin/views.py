@@ -28,7 +28,8 @@ def moment(value: datetime) -> str:
     return text
 
 
-def _text(value: Any) -> str | None:
+def optional_text(value: Any) -> str | None:
+    """str() of a value that may be absent (a UUID, an inet)."""
     return None if value is None else str(value)
 
 
@@ -154,10 +155,10 @@ class EventView(msgspec.Struct):
             str(row["id"]),
             row["type"],
             moment(row["at"]),
-            _text(row["user_id"]),
-            _text(row["client_id"]),
-            _text(row["family_id"]),
-            _text(row["ip"]),
+            optional_text(row["user_id"]),
+            optional_text(row["client_id"]),
+            optional_text(row["family_id"]),
+            optional_text(row["ip"]),
             row["user_agent"],
             row["detail"],
         )

@@ -23,20 +23,19 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any
 
 import asyncpg
 import msgspec
 
 from service.admin.paging import check_limit, decode_cursor, split_page
-from service.admin.views import Revoked, moment, rfc3339
+from service.admin.views import Revoked, moment, optional_text, rfc3339
 from service.db import families
 from service.db.pool import Database
 from service.errors import InsufficientScope, InvalidToken, NotFound
 from service.events import Caller
 from service.tokens.introspection import access_token_state
 from service.tokens.revocation import revoke_own_families
-from service.tokens.verify import AccessTokenVerifier
+from service.tokens.verify import AccessTokenVerifier, verified_bearer
 
 
 class SessionView(msgspec.Struct):
@@ -66,9 +65,9 @@ class SessionView(msgspec.Struct):
             moment(row["created_at"]),
             rfc3339(row["last_rotated_at"]),
             moment(row["expires_at"]),
-            _text(row["login_ip"]),
+            optional_text(row["login_ip"]),
             row["login_user_agent"],
-            _text(row["last_ip"]),
+            optional_text(row["last_ip"]),
             row["last_user_agent"],
             row["id"] == current,
         )
@@ -77,10 +76,6 @@ class SessionView(msgspec.Struct):
 class SessionPage(msgspec.Struct):
     items: list[SessionView]
     next: str | None  # the cursor of the next page
-
-
-def _text(value: Any) -> str | None:
-    return None if value is None else str(value)
 
 
 class SessionHolder:
@@ -95,20 +90,6 @@ class SessionHolder:
         self.family_id = family_id
 
 
-def bearer_token(authorization: str | None) -> str | None:
-    """The token of an `Authorization: Bearer <token>` header (RFC 6750 2.1).
-
-    The seam for sender-constrained tokens (CONTRACT 3.9, RFC 9449 7): once a
-    family can be bound, `Authorization: DPoP <token>` with its proof is taken
-    here, and a bound token presented as Bearer is refused. No token is bound
-    yet, so any scheme but Bearer is no token at all."""
-    scheme, _sep, token = (authorization or "").partition(" ")
-    token = token.strip()
-    if scheme.lower() != "bearer" or not token:
-        return None
-    return token
-
-
 class UserSessions:
     def __init__(self, database: Database, verifier: AccessTokenVerifier) -> None:
         self._db = database
@@ -117,12 +98,7 @@ class UserSessions:
     async def authenticate(self, authorization: str | None) -> SessionHolder:
         """The holder of a live user's access token, else InvalidToken (401) or
         InsufficientScope (403)."""
-        token = bearer_token(authorization)
-        if token is None:
-            raise InvalidToken("a Bearer access token is required")
-        verified = self._verifier.verify(token)
-        if verified is None:
-            raise InvalidToken("the access token is invalid or expired", presented=True)
+        verified = verified_bearer(self._verifier, authorization)
         async with self._db.connection() as connection:
             active, _username = await access_token_state(connection, verified)
         if not active:

@@ -27,6 +27,7 @@ from joserfc.errors import JoseError
 from joserfc.jwt import ClaimsOption, JWTClaimsRegistry
 
 from service.config import SIGNING_ALGS, Settings
+from service.errors import InvalidToken
 from service.tokens.keys import KeyRing
 
 MAX_JWT_CHARS = 8192
@@ -135,3 +136,32 @@ class AccessTokenVerifier:
         if not isinstance(claims.get("scope", ""), str) or not isinstance(claims["client_id"], str):
             return None
         return VerifiedAccessToken(kid, jti, family_id, claims)
+
+
+def bearer_token(authorization: str | None) -> str | None:
+    """The token of an `Authorization: Bearer <token>` header (RFC 6750 2.1).
+
+    The seam for sender-constrained tokens (CONTRACT 3.9, RFC 9449 7): once a
+    family can be bound, `Authorization: DPoP <token>` with its proof is taken
+    here, and a bound token presented as Bearer is refused. No token is bound
+    yet, so any scheme but Bearer is no token at all."""
+    scheme, _sep, token = (authorization or "").partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
+        return None
+    return token
+
+
+def verified_bearer(
+    verifier: AccessTokenVerifier, authorization: str | None
+) -> VerifiedAccessToken:
+    """The verified access token of a Bearer header (signature, claims), else
+    InvalidToken (401, RFC 6750 3.1). Whether it is still live is the caller's
+    next question, asked of the database."""
+    token = bearer_token(authorization)
+    if token is None:
+        raise InvalidToken("a Bearer access token is required")
+    verified = verifier.verify(token)
+    if verified is None:
+        raise InvalidToken("the access token is invalid or expired", presented=True)
+    return verified
