@@ -551,3 +551,7 @@ def test_every_command_on_the_embedded_database_writes_only_rotors_own_lines(
         "openapi": 0,
     }
     assert others == {name: [] for name in runs} | {"serve": banner}
+    # The key made by the refused rotation was committed: --force then promoted it.
+    assert "rotor: there was no next key; one was made: rotate again later" in (
+        runs["rotate-keys"].stderr.splitlines()
+    )
