@@ -702,27 +702,18 @@ async def test_very_long_token_is_invalid_grant(rotor: Rotor, via: str, padded: 
     await assert_untouched_and_usable(rotor, via, session, before)
 
 
-@pytest.mark.parametrize("via", VIAS)
-async def test_expired_token_is_invalid_grant(rotor: Rotor, via: str):
-    session = await begin(rotor)
-    await rotor.db.execute(
-        "UPDATE refresh_tokens SET expires_at = now() - interval '1 second' WHERE token_hash = $1",
-        fingerprint(session.token),
-    )
-    before = await snapshot(rotor.db, session.family_id)
-    assert_error(await present(rotor, via, session.token, session.client), 400, "invalid_grant")
-    assert await snapshot(rotor.db, session.family_id) == before
-    assert (await family(rotor.db, session.family_id))["revoked_at"] is None
-    assert (await token_row(rotor.db, session.token))["spent_at"] is None
+EXPIRE = {
+    "token": "UPDATE refresh_tokens SET expires_at = now() - interval '1 second' "
+    "WHERE family_id = $1",
+    "family": "UPDATE token_families SET expires_at = now() - interval '1 second' WHERE id = $1",
+}
 
 
+@pytest.mark.parametrize("what", EXPIRE)
 @pytest.mark.parametrize("via", VIAS)
-async def test_expired_family_is_invalid_grant(rotor: Rotor, via: str):
+async def test_expired_token_or_family_is_invalid_grant(rotor: Rotor, via: str, what: str):
     session = await begin(rotor)
-    await rotor.db.execute(
-        "UPDATE token_families SET expires_at = now() - interval '1 second' WHERE id = $1",
-        session.family_id,
-    )
+    await rotor.db.execute(EXPIRE[what], session.family_id)
     before = await snapshot(rotor.db, session.family_id)
     assert_error(await present(rotor, via, session.token, session.client), 400, "invalid_grant")
     assert await snapshot(rotor.db, session.family_id) == before
