@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, replace
 from urllib.parse import urlsplit
 
 SIGNING_ALGS = ("ES256", "EdDSA", "RS256")
+DB_POOLERS = ("none", "transaction")
 MIN_SECRET_BYTES = 32
 TEN_YEARS = 10 * 365 * 86400
 _BASE64URL = re.compile(r"[A-Za-z0-9_-]+={0,2}")
@@ -61,6 +62,8 @@ class Settings:
     prune_retention: int = 604800
     shutdown_delay: int = 2
     client_cache_ttl: int = 5
+    db_pooler: str = "none"
+    dpop_window: int = 60
 
     @classmethod
     def from_env(cls, env: Mapping[str, str], *, issuer_required: bool = True) -> Settings:
@@ -111,6 +114,8 @@ class Settings:
             prune_retention=_integer(env, "ROTOR_PRUNE_RETENTION", 604800, minimum=0),
             shutdown_delay=_integer(env, "ROTOR_SHUTDOWN_DELAY", 2, minimum=0, maximum=300),
             client_cache_ttl=_integer(env, "ROTOR_CLIENT_CACHE_TTL", 5, minimum=0, maximum=3600),
+            db_pooler=_choice(env, "ROTOR_DB_POOLER", "none", DB_POOLERS),
+            dpop_window=_integer(env, "ROTOR_DPOP_WINDOW", 60, minimum=1, maximum=3600),
         )
 
     def with_overrides(self, **changes: object) -> Settings:

@@ -30,6 +30,7 @@ DURATIONS = [
     "ROTOR_LOGIN_WINDOW",
     "ROTOR_JWKS_MAX_AGE",
     "ROTOR_DB_TIMEOUT",
+    "ROTOR_DPOP_WINDOW",
 ]
 # Zero is meaningless (or dangerous) for these: a token that never lives, a window of nothing.
 POSITIVE = [name for name in DURATIONS if name not in ("ROTOR_REUSE_GRACE", "ROTOR_JWKS_MAX_AGE")]
@@ -64,6 +65,8 @@ def config_error(env: dict[str, str]) -> str:
         ("trusted_proxies", ()),
         ("jwks_max_age", 300),
         ("db_timeout", 5),
+        ("db_pooler", "none"),
+        ("dpop_window", 60),
         ("argon2", Argon2Params(time_cost=3, memory_kib=65536, parallelism=4)),
     ],
 )
@@ -82,6 +85,7 @@ def test_default(attribute: str, expected: object) -> None:
         ("ROTOR_LOGIN_WINDOW", "login_window", 60),
         ("ROTOR_JWKS_MAX_AGE", "jwks_max_age", 30),
         ("ROTOR_DB_TIMEOUT", "db_timeout", 2),
+        ("ROTOR_DPOP_WINDOW", "dpop_window", 5),
     ],
 )
 def test_duration_is_read(name: str, attribute: str, value: int) -> None:
@@ -166,6 +170,17 @@ UNREPRESENTABLE = str(10**15)
 )
 def test_duration_beyond_any_timestamp_is_refused(name: str) -> None:
     assert config_error({**MINIMAL, name: UNREPRESENTABLE}).startswith(f"{name}:")
+
+
+@pytest.mark.parametrize("value", ["none", "transaction"])
+def test_db_pooler_is_read(value: str) -> None:
+    assert from_env(ROTOR_DB_POOLER=value).db_pooler == value
+
+
+@pytest.mark.parametrize("value", ["session", "statement", "Transaction", "pgbouncer", "yes"])
+def test_unknown_db_pooler_is_refused(value: str) -> None:
+    message = config_error({**MINIMAL, "ROTOR_DB_POOLER": value})
+    assert message == f"ROTOR_DB_POOLER: must be one of none, transaction, got {value!r}"
 
 
 @pytest.mark.parametrize("value", ["HS256", "none", "es256", "ES384", "PS256"])
