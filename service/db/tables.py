@@ -61,6 +61,8 @@ clients = Table(
     Column("can_introspect", Boolean, nullable=False, server_default=text("false")),
     Column("is_admin", Boolean, nullable=False, server_default=text("false")),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=NOW),
+    # Cannot log in or refresh without a valid DPoP proof (CONTRACT 3.9).
+    Column("require_dpop", Boolean, nullable=False, server_default=text("false")),
     CheckConstraint("public = (secret_hash IS NULL)", name="public_has_no_secret"),
 )
 
@@ -92,6 +94,9 @@ token_families = Table(
     Column("login_user_agent", Text, nullable=True),
     Column("last_ip", INET, nullable=True),
     Column("last_user_agent", Text, nullable=True),
+    # The RFC 7638 thumbprint of the DPoP key the family is bound to (RFC 9449
+    # §5, CONTRACT 3.9); NULL for an unbound family. Migration 0004.
+    Column("dpop_jkt", Text, nullable=True),
     CheckConstraint(
         "revoked_reason IS NULL OR revoked_reason IN ('reuse_detected', 'logout', 'admin', "
         "'user_disabled', 'client_revoked', 'password_changed')",
@@ -172,6 +177,17 @@ revoked_access_tokens = Table(
     Column("jti", UUID(as_uuid=True), primary_key=True),
     Column("expires_at", DateTime(timezone=True), nullable=False),
     Column("revoked_at", DateTime(timezone=True), nullable=False, server_default=NOW),
+)
+
+# The jti of every accepted DPoP proof, per endpoint, until its acceptance
+# window ends: a replay is refused by any process (RFC 9449 §11.1). Pruned.
+dpop_proof_jtis = Table(
+    "dpop_proof_jtis",
+    metadata,
+    Column("endpoint", Text, primary_key=True),
+    Column("jti", Text, primary_key=True),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+    Index("ix_dpop_proof_jtis_expires_at", "expires_at"),
 )
 
 security_events = Table(
