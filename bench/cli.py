@@ -51,5 +51,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(report.render(outcome), flush=True)
     path = report.write(outcome, options.results, stamp + ("-smoke" if options.smoke else ""))
     print(f"\nResults: {path}", file=sys.stderr)
-    failed = [target for target in report.targets(outcome) if not target.passed]
-    return 1 if options.strict and failed else 0
+    missed = report.failed(outcome)
+    if options.strict and missed:
+        print("--strict: targets missed:", file=sys.stderr)
+        for target in missed:
+            print(target.line(), file=sys.stderr)
+        return 1
+    return 0

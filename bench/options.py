@@ -19,6 +19,14 @@ class Options:
     flood_connections: int = 32
     introspect_tokens: int = 2000
     users: int = 1000
+    # The chain load: families per connection, rotated along their chains,
+    # each seeded with this many spent generations already behind it.
+    chain_families_per_connection: int = 5
+    chain_history: int = 100
+    # The long-chain case: one family rotated `long_chain` times by one client,
+    # then `long_chain_sample` more, in turn with a fresh family's first ones.
+    long_chain: int = 10_000
+    long_chain_sample: int = 1_000
     scale: bool = False
     small_families: int = 10_000
     large_families: int = 1_000_000
@@ -36,6 +44,9 @@ class Options:
             flood_connections=4,
             introspect_tokens=100,
             users=20,
+            chain_history=10,
+            long_chain=200,
+            long_chain_sample=50,
             small_families=1_000,
             large_families=5_000,
         )

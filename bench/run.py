@@ -26,7 +26,7 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from bench import ceilings, mint, procs, seed, wrk
+from bench import ceilings, chain, mint, procs, seed, wrk
 from bench.database import Postgres, pgbench_binary
 from bench.measure import CPUS, Measurement, measure
 from bench.options import Options
@@ -231,6 +231,56 @@ class Run:
         assert warmed is not None
         return min(bound_rps, warmed.response_rps * WARM_MARGIN)
 
+    def seed_chains(self, url: str, count: int) -> list[str]:
+        return asyncio.run(
+            seed.seed_chains(
+                url,
+                self.settings,
+                self.accounts.app.client_id,
+                self.accounts.user_ids,
+                count,
+                self.options.chain_history,
+            )
+        )
+
+    def refresh_chains(self, server: Server, url: str) -> Measurement:
+        """/refresh along the chains of a few families per connection: each request
+        presents the successor that an earlier answer returned (refresh_chain.lua),
+        so each family is rotated many times a second, back to back, as the same
+        client's requests would be. The warm-up rotates families of its own."""
+        o = self.options
+        count = o.connections * o.chain_families_per_connection
+        log(f"refresh_chain: {count} families with {o.chain_history} spent generations each")
+        app = self.accounts.app.authorization
+        if o.warmup > 0:
+            warm = self.lines("chain-warm", self.seed_chains(url, count))
+            self.warm(server, self.load(server, "refresh_chain", warm, app))
+        data = self.lines("refresh_chain", self.seed_chains(url, count))
+        return self.measure("refresh_chain", self.load(server, "refresh_chain", data, app), server)
+
+    def long_chain(self, server: Server, url: str) -> chain.LongChain:
+        o = self.options
+        log(
+            f"long chain: one family rotated {o.long_chain:,} times by one client, then "
+            f"{o.long_chain_sample:,} more in turn with a fresh family's first"
+        )
+        a, b = self.seed_tokens(url, 2)
+        refused = self.pg.checkpoint()
+        if refused and refused not in self.notes:
+            self.notes.append(refused)
+        found = chain.run(
+            server.base_url,
+            self.accounts.app.authorization,
+            (a, b),
+            build=o.long_chain,
+            sample=o.long_chain_sample,
+            server=server.pids(),
+            database=self.db_pids,
+        )
+        found.table_after = asyncio.run(chain.table_state(url))
+        self.settle(server)
+        return found
+
     def introspect(
         self, server: Server, url: str, name: str, report: Report, flood: wrk.Load | None = None
     ) -> Measurement:
@@ -276,6 +326,8 @@ class Run:
             expected = self.warm_refresh(server, url, report.framework.result.rps)
             scenarios = report.scenarios
             scenarios["refresh"] = self.refresh(server, url, "refresh", expected)
+            scenarios["refresh_chain"] = self.refresh_chains(server, url)
+            report.long_chain = self.long_chain(server, url)
             scenarios["introspect"] = self.introspect(server, url, "introspect", report)
             scenarios["client_credentials"] = self.token(server, "client_credentials")
             scenarios["password"] = self.token(server, "password")
@@ -373,6 +425,10 @@ class Run:
             },
             "signing_alg": s.signing_alg,
             "introspect_tokens": o.introspect_tokens,
+            "chain_families": o.connections * o.chain_families_per_connection,
+            "chain_history": o.chain_history,
+            "long_chain": o.long_chain,
+            "long_chain_sample": o.long_chain_sample,
             "users": o.users,
         }
 

@@ -222,3 +222,61 @@ async def analyze(url: str) -> None:
         await connection.execute("VACUUM ANALYZE refresh_tokens")
     finally:
         await connection.close()
+
+
+# The spent history of a seeded chain: generations 1..$2 of each family ($1),
+# spent and vacuumed long ago, as a family rotated for a while leaves them.
+HISTORY_SQL = """
+INSERT INTO refresh_tokens (token_hash, family_id, parent_hash, generation, issued_at,
+                            expires_at, spent_at)
+SELECT sha256(uuid_send(gen_random_uuid())), f.id, NULL, g,
+       now() - make_interval(secs => $2 - g + 60), now() + interval '1 day',
+       now() - make_interval(secs => $2 - g + 30)
+FROM unnest($1::uuid[]) AS f(id), generate_series(1, $2::int) AS g
+"""
+
+
+async def seed_chains(
+    url: str,
+    settings: Settings,
+    client_id: str,
+    user_ids: list[uuid.UUID],
+    count: int,
+    history: int,
+) -> list[str]:
+    """`count` families that have already rotated `history` times: generations
+    1..history spent, generation history+1 live (its token returned), vacuumed
+    and analyzed as a store that has been in use for a while would be."""
+    now = datetime.now(UTC)
+    family_expires = now + timedelta(seconds=settings.family_max_ttl)
+    token_expires = min(now + timedelta(seconds=settings.refresh_idle_ttl), family_expires)
+    client = uuid.UUID(client_id)
+    tokens = [secrets.token_urlsafe(32) for _ in range(count)]
+    families = [uuid.uuid4() for _ in range(count)]
+    origin = (SESSION_IP, SESSION_USER_AGENT) * 2
+    connection = await asyncpg.connect(url)
+    try:
+        async with connection.transaction():
+            await connection.copy_records_to_table(
+                "token_families",
+                records=[
+                    (family, user_ids[i % len(user_ids)], client, SCOPE, family_expires, *origin)
+                    for i, family in enumerate(families)
+                ],
+                columns=[*FAMILY_COLUMNS, *ORIGIN_COLUMNS],
+            )
+            if history > 0:
+                await connection.execute(HISTORY_SQL, families, history)
+            await connection.copy_records_to_table(
+                "refresh_tokens",
+                records=[
+                    (token_hash(token), family, history + 1, token_expires)
+                    for token, family in zip(tokens, families, strict=True)
+                ],
+                columns=["token_hash", "family_id", "generation", "expires_at"],
+            )
+        await connection.execute("VACUUM ANALYZE refresh_tokens")
+        await connection.execute("VACUUM ANALYZE token_families")
+    finally:
+        await connection.close()
+    return tokens

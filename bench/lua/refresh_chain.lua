@@ -1,10 +1,14 @@
--- POST /refresh along rotation chains, for the --scale loads: each thread starts
--- with its own slice of live tokens, and every answer's new refresh token goes
--- back to the end of the thread's queue. A fixed set of families is rotated
--- for as long as the load lasts, each request presenting a distinct live
--- token, so the store keeps its size in families. `wrapped` counts requests
--- made while the queue was empty (they present no live token; there should be
--- none: the queue starts with more tokens than the thread has connections).
+-- POST /refresh along rotation chains, as real clients rotate (the chain load,
+-- and the --scale loads): each request presents the refresh token that an
+-- earlier answer returned. wrk's request() is per thread, not per connection,
+-- so each thread keeps a queue of ready tokens: it starts with its own slice
+-- of live tokens (more families than the thread has connections), response()
+-- pushes each answer's new refresh token to the end, request() pops the
+-- oldest. A token is popped once, so none is presented twice; a non-200
+-- answer is an error (wrk counts it) and its family leaves the queue.
+-- `wrapped` counts requests made while the queue was empty (they present no
+-- live token; there should be none: with one request in flight per connection,
+-- families - connections tokens are always waiting).
 local common = dofile(debug.getinfo(1, "S").source:match("^@(.*/)") .. "common.lua")
 setup, done = common.setup, common.done
 
