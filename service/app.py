@@ -155,7 +155,10 @@ def create_app(
 ) -> RotorApp:
     quiet_known_warnings()
     database = Database(
-        settings.database_url, timeout=settings.db_timeout, max_size=settings.db_pool_size
+        settings.database_url,
+        timeout=settings.db_timeout,
+        max_size=settings.db_pool_size,
+        pooler=settings.db_pooler,
     )
     services = build_services(settings, database, isolate_hashing=isolate_hashing)
     plugin = RotorPlugin(services, drain_on_sigterm=drain_on_sigterm, freeze_gc=freeze_gc)

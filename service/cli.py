@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from service.config import ConfigError, Settings, log_level
+from service.config import ConfigError, Settings, db_pooler, log_level
 
 EMBEDDED_HOME = ".rotor"
 
@@ -202,6 +202,15 @@ def _banner(url: str, settings: Settings, embedded: Embedded | None) -> str:
 def cmd_migrate(_: argparse.Namespace, env: Mapping[str, str]) -> int:
     from service.db.migrate import head_revision, upgrade
 
+    if db_pooler(env) == "transaction":
+        # An upgrade is one transaction under one lock, through SQLAlchemy's
+        # statement cache: it needs PostgreSQL itself, never a pooler's
+        # changing server connections. Refused before anything is applied.
+        raise ConfigError(
+            "ROTOR_DB_POOLER: rotor migrate needs a direct connection to PostgreSQL, "
+            "not a transaction pooler: run it with DATABASE_URL pointing at PostgreSQL "
+            "and ROTOR_DB_POOLER unset (or none)"
+        )
     resolved, _embedded = resolve_environment(env)
     upgrade(resolved["DATABASE_URL"])
     print(json.dumps({"revision": head_revision()}))
@@ -211,7 +220,9 @@ def cmd_migrate(_: argparse.Namespace, env: Mapping[str, str]) -> int:
 async def _with_connection(settings: Settings, work: Any, *, transaction: bool = True) -> Any:
     from service.db.pool import Database
 
-    database = Database(settings.database_url, timeout=settings.db_timeout, max_size=2)
+    database = Database(
+        settings.database_url, timeout=settings.db_timeout, max_size=2, pooler=settings.db_pooler
+    )
     await database.open()
     try:
         opened = database.transaction() if transaction else database.connection()

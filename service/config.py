@@ -114,7 +114,7 @@ class Settings:
             prune_retention=_integer(env, "ROTOR_PRUNE_RETENTION", 604800, minimum=0),
             shutdown_delay=_integer(env, "ROTOR_SHUTDOWN_DELAY", 2, minimum=0, maximum=300),
             client_cache_ttl=_integer(env, "ROTOR_CLIENT_CACHE_TTL", 5, minimum=0, maximum=3600),
-            db_pooler=_choice(env, "ROTOR_DB_POOLER", "none", DB_POOLERS),
+            db_pooler=db_pooler(env),
             dpop_window=_integer(env, "ROTOR_DPOP_WINDOW", 60, minimum=1, maximum=3600),
         )
 
@@ -162,6 +162,11 @@ def _integer(
 
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+def db_pooler(env: Mapping[str, str]) -> str:
+    """ROTOR_DB_POOLER: `transaction` when DATABASE_URL is a transaction pooler."""
+    return _choice(env, "ROTOR_DB_POOLER", "none", DB_POOLERS)
 
 
 def log_level(env: Mapping[str, str]) -> str:

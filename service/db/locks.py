@@ -1,9 +1,10 @@
 """PostgreSQL advisory locks: their ids, and the statements that take them.
 
 Every lock Rotor takes is named here, so two uses can never share an id by
-accident. Transaction-level locks (`pg_advisory_xact_lock`) end with their
-transaction; the pruner's session-level lock is always released before its
-connection goes back to the pool.
+accident. Every one is transaction-level (`pg_advisory_xact_lock`): it ends
+with its transaction, so it means the same through a transaction pooler
+(ROTOR_DB_POOLER=transaction), where a session-level lock would be held by
+whichever server connection ran the statement, for whoever is handed it next.
 """
 
 from __future__ import annotations
@@ -30,10 +31,6 @@ async def lock_username(connection: Connection, username: str) -> None:
 
 
 async def try_lock_pruning(connection: Connection) -> bool:
-    """The pruner's lock, for the session: False when another process holds it."""
-    held: bool = await connection.fetchval("SELECT pg_try_advisory_lock($1)", PRUNE)
+    """In the caller's transaction: False when another process is pruning."""
+    held: bool = await connection.fetchval("SELECT pg_try_advisory_xact_lock($1)", PRUNE)
     return held
-
-
-async def unlock_pruning(connection: Connection) -> None:
-    await connection.execute("SELECT pg_advisory_unlock($1)", PRUNE)

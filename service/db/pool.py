@@ -47,6 +47,17 @@ async def _init_connection(connection: Connection) -> None:
     # length) at every execution, which doubled its CPU per introspection. A
     # SET rather than a startup parameter, which PgBouncer would refuse.
     await connection.execute("SET plan_cache_mode = force_generic_plan")
+    await _set_codecs(connection)
+
+
+async def _init_pooled_connection(connection: Connection) -> None:
+    # Behind a transaction pooler a SET would stay on whichever server connection
+    # ran it, for whoever is handed that one next; and with no statement cache
+    # every statement is planned for its own parameters anyway.
+    await _set_codecs(connection)
+
+
+async def _set_codecs(connection: Connection) -> None:
     await connection.set_type_codec(
         "jsonb", encoder=_json_dumps, decoder=_json_loads, schema="pg_catalog"
     )
@@ -69,10 +80,25 @@ def _json_loads(value: str) -> Any:
 
 
 class Database:
-    def __init__(self, url: str, *, timeout: float, max_size: int) -> None:
+    """The pool. With `pooler="transaction"` (ROTOR_DB_POOLER, CONTRACT section 1)
+    the server connection behind a client connection may change at every
+    transaction boundary (PgBouncer `pool_mode = transaction`), so Rotor keeps
+    nothing on it between transactions:
+
+    - no prepared-statement cache: PgBouncer 1.18 knows nothing of prepared
+      statements, and a named one would be left on whichever server prepared
+      it. asyncpg then uses the unnamed statement, which it parses again with
+      each execution and ends with one Sync, so that its parse, bind and
+      execute reach one server even outside a transaction (asyncpg >= 0.30);
+    - no SET (`_init_pooled_connection`) and no session-level advisory lock
+      (`locks` takes only transaction-level ones).
+    """
+
+    def __init__(self, url: str, *, timeout: float, max_size: int, pooler: str = "none") -> None:
         self._dsn = asyncpg_dsn(url)
         self.timeout = timeout
         self._max_size = max_size
+        self._pooled = pooler == "transaction"
         self._pool: asyncpg.Pool | None = None
         self._held: contextvars.ContextVar[Connection | None] = contextvars.ContextVar(
             "rotor_connection", default=None
@@ -85,10 +111,12 @@ class Database:
             max_size=self._max_size,
             timeout=self.timeout,
             command_timeout=self.timeout,
-            init=_init_connection,
-            # Rotor keeps no session state (no SET, LISTEN or cursors; its one
-            # session advisory lock is always released): skip the RESET ALL round
-            # trip asyncpg makes on every release. Open transactions still roll back.
+            init=_init_pooled_connection if self._pooled else _init_connection,
+            statement_cache_size=0 if self._pooled else 100,
+            # Rotor keeps no session state (no LISTEN, cursors or session
+            # advisory locks; its one SET is made once, at connect): skip the
+            # RESET ALL round trip asyncpg makes on every release. Open
+            # transactions still roll back.
             reset=_no_session_state,
             max_inactive_connection_lifetime=60,
         )

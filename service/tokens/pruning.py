@@ -1,11 +1,14 @@
 """Pruning: storage stays bounded while the service runs.
 
-Deletes, in bounded batches (each its own short transaction), the families
+Deletes, in bounded batches (each its own statement), the families
 revoked or expired longer ago than the retention period, with their refresh
 tokens (ON DELETE CASCADE); revoked jtis past their expiry; login failures
 out of the window; and marks retired keys `removed` once every token they
 signed has expired. Security events are kept (they are the audit trail).
-Inside the service one process at a time prunes, through an advisory lock.
+Inside the service one process at a time prunes: a run is one transaction
+under a transaction-level advisory lock, which holds through a transaction
+pooler as well. It locks only rows that no request touches any more (families
+dead for longer than the retention).
 """
 
 from __future__ import annotations
@@ -91,13 +94,10 @@ class Pruner:
 
     async def run_once(self) -> PruneReport | None:
         """Prune if no other process is pruning; None when another holds the lock."""
-        async with self._db.connection() as connection:
+        async with self._db.transaction() as connection:
             if not await locks.try_lock_pruning(connection):
                 return None
-            try:
-                return await prune(connection, **self._args)
-            finally:
-                await locks.unlock_pruning(connection)
+            return await prune(connection, **self._args)
 
     async def _loop(self) -> None:
         while True:
