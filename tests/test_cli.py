@@ -89,6 +89,30 @@ async def test_migrate_builds_the_schema_and_prints_the_head_revision(
     ), result.stderr
 
 
+async def test_migrate_refuses_a_transaction_pooler_and_applies_nothing(
+    empty_database_url: str,
+) -> None:
+    result = rotor(
+        "migrate",
+        env=base_env(DATABASE_URL=empty_database_url, ROTOR_DB_POOLER="transaction"),
+    )
+    connection = await asyncpg.connect(empty_database_url)
+    try:
+        tables = await connection.fetchval(
+            "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'"
+        )
+    finally:
+        await connection.close()
+    assert (result.returncode, result.stdout, result.stderr, tables) == (
+        2,
+        "",
+        "rotor: configuration error: ROTOR_DB_POOLER: rotor migrate needs a direct "
+        "connection to PostgreSQL, not a transaction pooler: run it with DATABASE_URL "
+        "pointing at PostgreSQL and ROTOR_DB_POOLER unset (or none)\n",
+        0,
+    )
+
+
 # --- create-client -------------------------------------------------------------------------
 
 

@@ -22,9 +22,12 @@ install command; with ROTOR_SCALEOUT_TEST=required (.ci/run) it fails instead.
 from __future__ import annotations
 
 import asyncio
+import base64
+import json
 import os
 import shutil
 import signal
+import subprocess
 import tempfile
 import time
 from collections import Counter
@@ -281,9 +284,6 @@ async def test_a_key_rotated_through_one_replica_is_used_by_all_within_5_seconds
 
 
 def kid_of(token: str) -> str:
-    import base64
-    import json
-
     header = token.split(".", 1)[0]
     decoded = json.loads(base64.urlsafe_b64decode(header + "=" * (-len(header) % 4)))
     kid: str = decoded["kid"]
@@ -490,3 +490,58 @@ async def test_pgbouncer_restarted_under_load_gives_503_with_retry_after_then_re
     assert after["200"] > 30, after
     assert recovered_at - restarted_at < 15
     assert await torn_families(db) == {"spent without a successor": 0, "two live tokens": 0}
+
+
+# ---- the commands through the pooler ----------------------------------------------------
+
+
+def rotor_command(*args: str, database_url: str, **env: str) -> subprocess.CompletedProcess[str]:
+    from tests.helpers import server_env
+
+    return subprocess.run(
+        [str(scaleout.ROTOR_SCRIPT), *args],
+        env={**server_env(database_url), "ROTOR_DB_POOLER": "transaction", **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+async def test_every_command_but_migrate_works_through_pgbouncer(
+    server_url: str, database_url: str, db: asyncpg.Connection, workdir: Path
+) -> None:
+    async with scaleout.cluster(
+        server_url, database_name(database_url), workdir, replicas=1
+    ) as parts:
+        assert parts.pgbouncer is not None
+        pooled = parts.pgbouncer.url(database_name(database_url))
+        client = rotor_command(
+            "create-client", "--name", "cli", "--grant", "client_credentials", database_url=pooled
+        )
+        user = rotor_command(
+            "create-user", "--username", "cli-user", database_url=pooled, ROTOR_PASSWORD=PASSWORD
+        )
+        rotated = rotor_command("rotate-keys", "--force", database_url=pooled)
+        pruned = rotor_command("prune", database_url=pooled)
+        migrate = rotor_command("migrate", database_url=pooled)
+        states = await parts.lb.states()
+    assert (client.returncode, user.returncode, rotated.returncode, pruned.returncode) == (
+        0,
+        0,
+        0,
+        0,
+    ), (client.stderr, user.stderr, rotated.stderr, pruned.stderr)
+    assert await db.fetchval("SELECT count(*) FROM clients WHERE name = 'cli'") == 1
+    assert await db.fetchval("SELECT count(*) FROM users WHERE username = 'cli-user'") == 1
+    assert json.loads(pruned.stdout) == {
+        "families": 0,
+        "revoked_jtis": 0,
+        "login_failures": 0,
+        "keys_removed": 0,
+    }
+    assert migrate.returncode == 2
+    assert migrate.stderr.startswith(
+        "rotor: configuration error: ROTOR_DB_POOLER: rotor migrate needs a direct connection"
+    )
+    assert states == {"rotor-1": "UP", "rotor-2": "DOWN", "rotor-3": "DOWN"}
