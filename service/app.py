@@ -36,6 +36,7 @@ from service.http.state import Services
 from service.observability.logs import configure_logging
 from service.observability.shutdown import Drain
 from service.tokens.access import AccessTokenIssuer
+from service.tokens.dpop import DpopVerifier
 from service.tokens.families import FamilyLimits
 from service.tokens.grants import TokenEndpoint
 from service.tokens.grants.client_credentials import ClientCredentialsGrant
@@ -90,11 +91,13 @@ def build_services(
     )
     hasher = PasswordHasher(settings.argon2, settings.hash_concurrency, isolated=isolate_hashing)
     issuer = AccessTokenIssuer(settings, keys)
+    proofs = DpopVerifier(issuer=settings.issuer, window=settings.dpop_window)
     rotation = RotationService(
         database=database,
         issuer=issuer,
         idle_ttl=settings.refresh_idle_ttl,
         reuse_grace=settings.reuse_grace,
+        proofs=proofs,
     )
     throttle = LoginThrottle(
         database,
@@ -108,6 +111,7 @@ def build_services(
         throttle=throttle,
         limits=FamilyLimits(idle_ttl=settings.refresh_idle_ttl, max_ttl=settings.family_max_ttl),
         issuer=issuer,
+        proofs=proofs,
     )
     tokens = TokenEndpoint(
         ClientCache(database, settings.client_cache_ttl),
@@ -127,7 +131,7 @@ def build_services(
         verifier=verifier,
         introspection=IntrospectionService(database, verifier),
         revocation=RevocationService(database, verifier),
-        sessions=UserSessions(database, verifier),
+        sessions=UserSessions(database, verifier, proofs),
         admin_auth=AdminAuth(database, verifier),
         account_admin=AccountAdmin(database, hasher),
         session_admin=SessionAdmin(database),

@@ -121,3 +121,37 @@ class InsufficientScope(OAuthError):
 class Forbidden(OAuthError):
     error = "access_denied"
     status = 403
+
+
+class InvalidDpopProof(OAuthError):
+    """RFC 9449 §5 and §12.2: a missing or invalid DPoP proof at the token
+    endpoint (400 `invalid_dpop_proof`). `reason` names what failed, from a
+    fixed list (service/tokens/dpop.py): the `detail` of a `dpop_mismatch`
+    event, never the proof."""
+
+    error = "invalid_dpop_proof"
+
+    def __init__(self, description: str, *, reason: str) -> None:
+        super().__init__(description)
+        self.reason = reason
+
+
+# RFC 9449 §7.1: the algorithms a DPoP challenge names (CONTRACT 3.9).
+DPOP_CHALLENGE_ALGS = 'algs="ES256 EdDSA RS256"'
+
+
+class InvalidDpopToken(OAuthError):
+    """RFC 9449 §7.1 at a protected resource (/sessions): 401 `invalid_token`,
+    with a `DPoP` challenge whose error is `invalid_dpop_proof` where the proof
+    is at fault and `invalid_token` where the token is (a bound token presented
+    as Bearer: RFC 9449 §7.2)."""
+
+    error = "invalid_token"
+    status = 401
+
+    def __init__(self, description: str, *, proof_at_fault: bool) -> None:
+        error = "invalid_dpop_proof" if proof_at_fault else "invalid_token"
+        super().__init__(
+            description,
+            headers={"WWW-Authenticate": f'DPoP error="{error}", {DPOP_CHALLENGE_ALGS}'},
+        )

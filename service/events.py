@@ -13,6 +13,7 @@ EVENT_TYPES = (
     "key_rotated",
     "key_revoked",
     "user_disabled",
+    "dpop_mismatch",
 )
 
 

@@ -75,6 +75,7 @@ class Rotor:
         introspect: bool = False,
         admin: bool = False,
         name: str = "test-client",
+        require_dpop: bool = False,
     ) -> RegisteredClient:
         client, secret = await create_client(
             self.db,
@@ -84,6 +85,7 @@ class Rotor:
             public=public,
             can_introspect=introspect,
             is_admin=admin,
+            require_dpop=require_dpop,
         )
         return RegisteredClient(client.client_id, secret)
 

@@ -1503,7 +1503,7 @@ async def test_event_filters_narrow_exactly(rotor: Rotor, ops: Ops, app: Registe
 
 EVENT_TYPE_LIST = (
     "type must be one of reuse_detected, family_revoked, login_failed, login_locked, "
-    "key_rotated, key_revoked, user_disabled"
+    "key_rotated, key_revoked, user_disabled, dpop_mismatch"
 )
 NOT_A_TIME = "since must be an RFC 3339 time"
 

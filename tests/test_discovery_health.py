@@ -123,6 +123,7 @@ METADATA_MEMBERS = {
     "token_endpoint_auth_methods_supported",
     "introspection_endpoint_auth_methods_supported",
     "revocation_endpoint_auth_methods_supported",
+    "dpop_signing_alg_values_supported",
 }
 
 
@@ -147,6 +148,8 @@ async def test_metadata_holds_only_what_rotor_does(rotor: Rotor) -> None:
         "client_secret_post",
         "none",
     ]
+    # RFC 9449 section 5.1, CONTRACT 3.9: asymmetric algorithms only.
+    assert body["dpop_signing_alg_values_supported"] == ["ES256", "EdDSA", "RS256"]
 
 
 async def test_metadata_issuer_is_byte_for_byte_and_urls_join_cleanly(

@@ -760,7 +760,8 @@ async def basic_credentials(a: Arranged) -> dict[str, str]:
 
 
 async def dpop_scheme(a: Arranged) -> dict[str, str]:
-    # No family is DPoP-bound yet (CONTRACT 3.9 is a later step): only Bearer is taken.
+    # An unbound token under the DPoP scheme (RFC 9449 7.1: the scheme of bound
+    # tokens); the bound ones are tests/test_dpop.py's.
     return {"Authorization": f"DPoP {a.signed.access}"}
 
 
@@ -826,7 +827,7 @@ REFUSALS = {
     no_authorization: refused(NO_TOKEN, NO_TOKEN_CHALLENGE),
     empty_bearer: refused(NO_TOKEN, NO_TOKEN_CHALLENGE),
     basic_credentials: refused(NO_TOKEN, NO_TOKEN_CHALLENGE),
-    dpop_scheme: refused(NO_TOKEN, NO_TOKEN_CHALLENGE),
+    dpop_scheme: refused("the access token is not DPoP-bound: present it as Bearer"),
     garbage: refused(INVALID_TOKEN),
     refresh_token_as_bearer: refused(INVALID_TOKEN),
     expired_token: refused(INVALID_TOKEN),

@@ -39,6 +39,8 @@ class Client:
     is_admin: bool
     created_at: datetime
     secret_hash: bytes | None = None
+    # Cannot log in or refresh without a valid DPoP proof (CONTRACT 3.9).
+    require_dpop: bool = False
 
     @property
     def client_id(self) -> str:
@@ -72,6 +74,7 @@ def client_of(row: asyncpg.Record) -> Client:
         is_admin=row["is_admin"],
         created_at=row["created_at"],
         secret_hash=row["secret_hash"],
+        require_dpop=row["require_dpop"],
     )
 
 
@@ -84,6 +87,7 @@ async def create_client(
     public: bool,
     can_introspect: bool,
     is_admin: bool,
+    require_dpop: bool = False,
 ) -> tuple[Client, str | None]:
     """A new client and its secret (None for a public client), shown this once."""
     secret = None if public else new_secret()
@@ -96,6 +100,7 @@ async def create_client(
         scopes=scopes,
         can_introspect=can_introspect,
         is_admin=is_admin,
+        require_dpop=require_dpop,
     )
     return client_of(row), secret
 

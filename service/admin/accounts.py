@@ -113,6 +113,7 @@ class AccountAdmin:
         public: bool,
         can_introspect: bool,
         is_admin: bool,
+        require_dpop: bool = False,
     ) -> NewClientView:
         grants, scope_list = list(dict.fromkeys(grant_types)), list(dict.fromkeys(scopes))
         check_client(
@@ -127,6 +128,7 @@ class AccountAdmin:
                 public=public,
                 can_introspect=can_introspect,
                 is_admin=is_admin,
+                require_dpop=require_dpop,
             )
         return NewClientView(**msgspec.structs.asdict(ClientView.of(client)), client_secret=secret)
 

@@ -58,6 +58,7 @@ class ClientView(msgspec.Struct):
     can_introspect: bool
     is_admin: bool
     created_at: str
+    require_dpop: bool  # CONTRACT 3.9: no login or refresh without a DPoP proof
 
     @classmethod
     def of(cls, client: Client) -> ClientView:
@@ -70,6 +71,7 @@ class ClientView(msgspec.Struct):
             client.can_introspect,
             client.is_admin,
             moment(client.created_at),
+            client.require_dpop,
         )
 
 

@@ -11,7 +11,8 @@ import asyncpg
 from service.db.pool import Connection
 
 CLIENT_COLUMNS = (
-    "id, name, public, grant_types, scopes, can_introspect, is_admin, created_at, secret_hash"
+    "id, name, public, grant_types, scopes, can_introspect, is_admin, created_at, secret_hash, "
+    "require_dpop"
 )
 USER_COLUMNS = "id, username, disabled, created_at, password_hash"
 
@@ -33,12 +34,13 @@ async def insert_client(
     scopes: list[str],
     can_introspect: bool,
     is_admin: bool,
+    require_dpop: bool = False,
 ) -> asyncpg.Record:
     row: asyncpg.Record = await connection.fetchrow(
         f"""
         INSERT INTO clients (id, name, secret_hash, public, grant_types, scopes,
-                             can_introspect, is_admin)
-        VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+                             can_introspect, is_admin, require_dpop)
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
         RETURNING {CLIENT_COLUMNS}
         """,
         uuid.uuid4(),
@@ -49,6 +51,7 @@ async def insert_client(
         scopes,
         can_introspect,
         is_admin,
+        require_dpop,
     )
     return row
 

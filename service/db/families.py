@@ -92,16 +92,19 @@ async def start(
     idle_ttl: int,
     ip: str | None,
     user_agent: str | None,
+    dpop_jkt: str | None = None,
 ) -> None:
     """A new family and its generation-1 refresh token, in one round trip. The
     token's idle window never reaches past the family's absolute limit. The
-    login's IP and user agent are also the last use's, until the first rotation."""
+    login's IP and user agent are also the last use's, until the first rotation.
+    `dpop_jkt` binds the family to a DPoP key (RFC 9449 §5), for good."""
     await connection.execute(
         """
         WITH family AS (
             INSERT INTO token_families (id, user_id, client_id, scope, expires_at,
-                                        login_ip, login_user_agent, last_ip, last_user_agent)
-            VALUES ($1, $2, $3, $4, now() + make_interval(secs => $5), $8, $9, $8, $9)
+                                        login_ip, login_user_agent, last_ip, last_user_agent,
+                                        dpop_jkt)
+            VALUES ($1, $2, $3, $4, now() + make_interval(secs => $5), $8, $9, $8, $9, $10)
             RETURNING id, expires_at
         )
         INSERT INTO refresh_tokens (token_hash, family_id, generation, expires_at)
@@ -116,6 +119,7 @@ async def start(
         idle_ttl,
         ip,
         user_agent,
+        dpop_jkt,
     )
 
 
@@ -127,13 +131,16 @@ async def start(
 # one join row); the other request finds it spent, as it would a moment later.
 # $6 is the idle window; $7 and $8 the callers' IPs and user agents, the
 # family's last use (CONTRACT 3.8), set in the same statement. A family is
-# touched by one row at most: at most one of its tokens is live.
+# touched by one row at most: at most one of its tokens is live. $9 the
+# thumbprints of the requests' verified DPoP proofs (NULL: none): a bound
+# family rotates only with a proof by its key (RFC 9449 §5), an unbound one
+# with or without a proof; the others are "look closer", nothing spent.
 ROTATE_SQL = f"""
 WITH input AS (
     SELECT * FROM unnest($1::bytea[], $2::uuid[], $3::bytea[], $4::bytea[], $5::text[],
-                         $7::inet[], $8::text[])
+                         $7::inet[], $8::text[], $9::text[])
         WITH ORDINALITY AS q(token_hash, client_id, box, successor_hash, requested,
-                             ip, user_agent, i)
+                             ip, user_agent, jkt, i)
 ), presented AS (
     UPDATE refresh_tokens t
     SET spent_at = now(), successor_box = q.box
@@ -146,8 +153,9 @@ WITH input AS (
       AND u.id = f.user_id
       AND (q.requested IS NULL
            OR string_to_array(f.scope, ' ') @> string_to_array(q.requested, ' '))
+      AND (f.dpop_jkt IS NULL OR f.dpop_jkt = q.jkt)
     RETURNING q.i, q.successor_hash, q.ip, q.user_agent, t.token_hash, t.family_id,
-              t.generation, f.user_id, f.scope, f.expires_at
+              t.generation, f.user_id, f.scope, f.expires_at, f.dpop_jkt
 ), successor AS (
     INSERT INTO refresh_tokens (token_hash, family_id, parent_hash, generation, expires_at)
     SELECT successor_hash, family_id, token_hash, generation + 1,
@@ -159,7 +167,7 @@ WITH input AS (
     FROM presented p
     WHERE f.id = p.family_id
 )
-SELECT i, family_id, generation, user_id, scope FROM presented
+SELECT i, family_id, generation, user_id, scope, dpop_jkt FROM presented
 """
 
 
@@ -174,6 +182,7 @@ async def rotate(
     idle_ttl: int,
     ips: list[str | None],
     user_agents: list[str | None],
+    jkts: list[str | None],
 ) -> list[asyncpg.Record | None]:
     """Spend each presented token that is live, issued to its client, of a live
     family whose scope covers the request, insert its successor, and record the
@@ -189,6 +198,7 @@ async def rotate(
         idle_ttl,
         ips,
         user_agents,
+        jkts,
     )
     by_position = {row["i"]: row for row in rows}
     return [by_position.get(i) for i in range(1, len(token_hashes) + 1)]
@@ -199,7 +209,7 @@ SELECT t.family_id, t.generation, t.successor_box,
        t.spent_at IS NOT NULL AS spent,
        t.expires_at > now() AS unexpired,
        extract(epoch FROM now() - t.spent_at)::float8 AS seconds_since_spent,
-       f.client_id, f.user_id, f.scope,
+       f.client_id, f.user_id, f.scope, f.dpop_jkt,
        ({family_open("f", "u")}) AS family_open,
        c.token_hash AS child_hash,
        ({live_token("c")}) AS child_live
@@ -390,7 +400,7 @@ async def access_token_states(
 
 # Live refresh tokens among these hashes (`i` their position; absent: inactive).
 REFRESH_STATE_SQL = f"""
-SELECT q.i, t.family_id, f.client_id, f.user_id, f.scope, u.username,
+SELECT q.i, t.family_id, f.client_id, f.user_id, f.scope, f.dpop_jkt, u.username,
        floor(extract(epoch FROM t.issued_at))::bigint AS iat,
        floor(extract(epoch FROM least(t.expires_at, f.expires_at)))::bigint AS exp
 FROM unnest($1::bytea[]) WITH ORDINALITY AS q(token_hash, i)

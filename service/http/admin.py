@@ -56,6 +56,7 @@ class NewClient(msgspec.Struct):
     public: bool = False
     can_introspect: bool = False
     is_admin: bool = False
+    require_dpop: bool = False  # CONTRACT 3.9
 
 
 class RotateKeys(msgspec.Struct):
@@ -219,6 +220,7 @@ class AdminController(Controller):
             public=data.public,
             can_introspect=data.can_introspect,
             is_admin=data.is_admin,
+            require_dpop=data.require_dpop,
         )
 
     @get("/clients/{client_id:str}", operation_id="admin_get_client", responses=errors(404))

@@ -9,6 +9,7 @@ from litestar import Response, get
 from litestar.openapi.datastructures import ResponseSpec
 
 from service.http.dependencies import ServicesDep
+from service.tokens.dpop import DPOP_ALGS
 
 
 class JWKSet(msgspec.Struct):
@@ -78,4 +79,6 @@ async def metadata(services: ServicesDep) -> dict[str, Any]:
             "client_secret_post",
             "none",
         ],
+        # RFC 9449 §5.1: the JWS algorithms of DPoP proofs (CONTRACT 3.9).
+        "dpop_signing_alg_values_supported": list(DPOP_ALGS),
     }

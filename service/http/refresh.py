@@ -62,7 +62,7 @@ def _parse_json(body: bytes) -> dict[str, str]:
 async def refresh(request: Request[Any, Any, Any]) -> TokenBody:
     check_query(request.query_params)
     form = parse_refresh_body(await read_body(request), request.headers.get("content-type"))
-    return await grant(request, services_of(request), form)
+    return await grant(request, services_of(request), form, "/refresh")
 
 
 refresh_endpoint = post_endpoint("/refresh", refresh, name="refresh")

@@ -18,20 +18,23 @@ from service.admin.views import Revoked
 from service.http.dependencies import CallerDep, ServicesDep
 from service.http.docs import error_spec
 from service.http.state import Services
+from service.http.token import presented_proof
 from service.tokens.sessions import SessionHolder, SessionPage
 
 
 async def provide_holder(
     request: Request[Any, Any, Any], services: NamedDependency[Services]
 ) -> SessionHolder:
-    return await services.sessions.authenticate(request.headers.get("authorization"))
+    proof = presented_proof(request, request.scope["path"])
+    return await services.sessions.authenticate(request.headers.get("authorization"), proof)
 
 
 HolderDep = NamedDependency[SessionHolder]
 
 _DESCRIPTIONS = {
     400: "invalid_request: a malformed limit or cursor",
-    401: "invalid_token: a missing, malformed, expired, revoked or forged Bearer token",
+    401: "invalid_token: a missing, malformed, expired, revoked or forged Bearer token; "
+    "a DPoP-bound token as Bearer, or without a valid DPoP proof (RFC 9449 section 7)",
     403: "insufficient_scope: the token is not a user's (client_credentials)",
     404: "not_found: not one of the caller's active sessions",
     503: "temporarily_unavailable: the database did not answer in time",

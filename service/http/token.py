@@ -15,6 +15,7 @@ from service.http.dependencies import ServicesDep
 from service.http.docs import error_spec, form_operation
 from service.http.forms import check_query, parse_form
 from service.http.state import Services
+from service.tokens.dpop import PresentedProof
 from service.tokens.grants import TokenResponse
 
 
@@ -60,7 +61,7 @@ TOKEN_FORM_SCHEMA = Schema(
 # The error answers of /token and /refresh.
 GRANT_ERRORS = {
     400: "invalid_request, invalid_grant, invalid_scope, unauthorized_client or "
-    "unsupported_grant_type (RFC 6749 section 5.2)",
+    "unsupported_grant_type (RFC 6749 section 5.2); invalid_dpop_proof (RFC 9449 section 5)",
     401: "invalid_client, with WWW-Authenticate: Basic",
     413: "the body is larger than 64 KiB",
     429: "too many failed logins; see Retry-After",
@@ -83,11 +84,18 @@ GRANT_ERRORS = {
 async def token(request: Request[Any, Any, Any], services: ServicesDep) -> TokenBody:
     check_query(request.query_params)
     form = parse_form(await request.body(), request.headers.get("content-type"))
-    return await grant(request, services, form)
+    return await grant(request, services, form, "/token")
+
+
+def presented_proof(request: Request[Any, Any, Any], path: str) -> PresentedProof:
+    """Every `DPoP` header of the request (RFC 9449 §4.3: exactly one is
+    allowed, which is the verifier's to check), with the method and the path
+    of the endpoint it was sent to."""
+    return PresentedProof(tuple(request.headers.getall("dpop", [])), request.method, path)
 
 
 async def grant(
-    request: Request[Any, Any, Any], services: Services, form: dict[str, str]
+    request: Request[Any, Any, Any], services: Services, form: dict[str, str], path: str
 ) -> TokenBody:
     """The token endpoint's answer to a parsed request; /refresh shares it. The
     caller is read here, not injected: /refresh is a raw route, and with an
@@ -97,4 +105,5 @@ async def grant(
         request.headers.get("authorization"), form.get("client_id"), form.get("client_secret")
     )
     caller = caller_of(request, services.settings.trusted_proxies)
-    return token_body(await services.tokens.token(form, credentials, caller))
+    proof = presented_proof(request, path)
+    return token_body(await services.tokens.token(form, credentials, caller, proof))

@@ -77,6 +77,7 @@ class AccessTokenIssuer:
         scope: str,
         family_id: uuid.UUID | None,
         now: int | None = None,
+        jkt: str | None = None,
     ) -> IssuedAccessToken:
         issued_at = int(time.time()) if now is None else now
         jti = uuid.uuid4()
@@ -93,6 +94,9 @@ class AccessTokenIssuer:
         }
         if family_id is not None:
             claims["sid"] = str(family_id)
+        if jkt is not None:
+            # RFC 9449 §6.1: the token is bound to the key of this thumbprint.
+            claims["cnf"] = {"jkt": jkt}
         return IssuedAccessToken(self._active_signer().sign(claims), jti, self._ttl)
 
     def _active_signer(self) -> _Signer:

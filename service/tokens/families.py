@@ -55,8 +55,10 @@ async def start_family(
     client_id: uuid.UUID,
     scope: str,
     caller: Caller,
+    dpop_jkt: str | None = None,
 ) -> NewFamily:
-    """A password login, by `caller`: a new family and its generation-1 refresh token."""
+    """A password login, by `caller`: a new family and its generation-1 refresh
+    token; bound to the DPoP key of thumbprint `dpop_jkt` if given (RFC 9449 §5)."""
     family_id, token = uuid.uuid4(), new_refresh_token()
     await families.start(
         connection,
@@ -69,5 +71,6 @@ async def start_family(
         idle_ttl=limits.idle_ttl,
         ip=caller.ip,
         user_agent=session_user_agent(caller),
+        dpop_jkt=dpop_jkt,
     )
     return NewFamily(family_id, token)

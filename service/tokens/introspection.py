@@ -52,7 +52,19 @@ async def access_token_state(connection: Connection, token: VerifiedAccessToken)
     return state
 
 
-ACCESS_TOKEN_FIELDS = ("scope", "client_id", "sub", "aud", "iss", "exp", "iat", "jti", "sid")
+# `cnf` for a DPoP-bound token (RFC 9449 §6.2).
+ACCESS_TOKEN_FIELDS = (
+    "scope",
+    "client_id",
+    "sub",
+    "aud",
+    "iss",
+    "exp",
+    "iat",
+    "jti",
+    "sid",
+    "cnf",
+)
 
 
 class IntrospectionService:
@@ -90,7 +102,7 @@ class IntrospectionService:
         row = await self._refresh_states.get(token_fingerprint(token))
         if row is None:
             return INACTIVE
-        return {
+        answer: dict[str, Any] = {
             "active": True,
             "token_type": "refresh_token",
             "scope": row["scope"],
@@ -101,3 +113,7 @@ class IntrospectionService:
             "sid": str(row["family_id"]),
             "username": row["username"],
         }
+        if row["dpop_jkt"] is not None:
+            # RFC 9449 §6.2 (CONTRACT 3.9): the family's key, for its refresh tokens too.
+            answer["cnf"] = {"jkt": row["dpop_jkt"]}
+        return answer

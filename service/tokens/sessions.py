@@ -17,6 +17,11 @@ that speaks for no user (client_credentials: no `sid`) is
 `insufficient_scope` (403). A family that is not the caller's, unknown,
 malformed or already dead is one and the same 404, so nothing about another
 user's sessions shows.
+
+DPoP (RFC 9449 §7, CONTRACT 3.9): a bound token is accepted only under the
+`DPoP` scheme, with a proof by its key for this request (`htm`, `htu`) and
+this token (`ath`), whose jti is then recorded as seen at this path; anything
+less is 401 with a `DPoP` challenge.
 """
 
 from __future__ import annotations
@@ -31,11 +36,24 @@ from service.admin.paging import check_limit, decode_cursor, split_page
 from service.admin.views import Revoked, moment, optional_text, rfc3339
 from service.db import families
 from service.db.pool import Database
-from service.errors import InsufficientScope, InvalidToken, NotFound
+from service.errors import (
+    InsufficientScope,
+    InvalidDpopProof,
+    InvalidDpopToken,
+    InvalidToken,
+    NotFound,
+)
 from service.events import Caller
+from service.tokens import dpop
 from service.tokens.introspection import access_token_state
 from service.tokens.revocation import revoke_own_families
-from service.tokens.verify import AccessTokenVerifier, verified_bearer
+from service.tokens.verify import (
+    AccessTokenVerifier,
+    VerifiedAccessToken,
+    bound_key,
+    presented_token,
+    verified_bearer,
+)
 
 
 class SessionView(msgspec.Struct):
@@ -91,15 +109,27 @@ class SessionHolder:
 
 
 class UserSessions:
-    def __init__(self, database: Database, verifier: AccessTokenVerifier) -> None:
+    def __init__(
+        self, database: Database, verifier: AccessTokenVerifier, proofs: dpop.DpopVerifier
+    ) -> None:
         self._db = database
         self._verifier = verifier
+        self._proofs = proofs
 
-    async def authenticate(self, authorization: str | None) -> SessionHolder:
-        """The holder of a live user's access token, else InvalidToken (401) or
-        InsufficientScope (403)."""
-        verified = verified_bearer(self._verifier, authorization)
+    async def authenticate(
+        self, authorization: str | None, proof: dpop.PresentedProof = dpop.NO_PROOF
+    ) -> SessionHolder:
+        """The holder of a live user's access token, else InvalidToken or
+        InvalidDpopToken (401) or InsufficientScope (403)."""
+        verified, checked = self._verified(authorization, proof)
         async with self._db.connection() as connection:
+            if checked is not None:
+                try:
+                    await dpop.spend(connection, checked)
+                except InvalidDpopProof:
+                    raise InvalidDpopToken(
+                        "the DPoP proof was already used", proof_at_fault=True
+                    ) from None
             active, _username = await access_token_state(connection, verified)
         if not active:
             raise InvalidToken("the access token is no longer active", presented=True)
@@ -110,6 +140,35 @@ class UserSessions:
         except ValueError:
             raise InvalidToken("the access token is invalid or expired", presented=True) from None
         return SessionHolder(user_id, verified.family_id)
+
+    def _verified(
+        self, authorization: str | None, proof: dpop.PresentedProof
+    ) -> tuple[VerifiedAccessToken, dpop.Proof | None]:
+        """The verified token and, for a DPoP-bound one, its verified proof."""
+        presented = presented_token(authorization)
+        if presented is None or presented[0] == "bearer":
+            return verified_bearer(self._verifier, authorization), None
+        token = presented[1]
+        verified = self._verifier.verify(token)
+        if verified is None:
+            raise InvalidDpopToken("the access token is invalid or expired", proof_at_fault=False)
+        jkt = bound_key(verified)
+        if jkt is None:
+            # RFC 9449 7.1: the DPoP scheme is for DPoP-bound tokens.
+            raise InvalidToken(
+                "the access token is not DPoP-bound: present it as Bearer", presented=True
+            )
+        try:
+            checked = self._proofs.verify(proof, access_token=token)
+        except InvalidDpopProof:
+            raise InvalidDpopToken("the DPoP proof is invalid", proof_at_fault=True) from None
+        if checked is None:
+            raise InvalidDpopToken("a DPoP proof is required", proof_at_fault=True)
+        if checked.jkt != jkt:
+            raise InvalidDpopToken(
+                "the DPoP proof is not by the key the token is bound to", proof_at_fault=True
+            )
+        return verified, checked
 
     async def list(
         self, holder: SessionHolder, limit: int | None, cursor: str | None

@@ -27,7 +27,7 @@ from joserfc.errors import JoseError
 from joserfc.jwt import ClaimsOption, JWTClaimsRegistry
 
 from service.config import SIGNING_ALGS, Settings
-from service.errors import InvalidToken
+from service.errors import InvalidDpopToken, InvalidToken
 from service.tokens.keys import KeyRing
 
 MAX_JWT_CHARS = 8192
@@ -138,30 +138,38 @@ class AccessTokenVerifier:
         return VerifiedAccessToken(kid, jti, family_id, claims)
 
 
-def bearer_token(authorization: str | None) -> str | None:
-    """The token of an `Authorization: Bearer <token>` header (RFC 6750 2.1).
-
-    The seam for sender-constrained tokens (CONTRACT 3.9, RFC 9449 7): once a
-    family can be bound, `Authorization: DPoP <token>` with its proof is taken
-    here, and a bound token presented as Bearer is refused. No token is bound
-    yet, so any scheme but Bearer is no token at all."""
+def presented_token(authorization: str | None) -> tuple[str, str] | None:
+    """The scheme (`bearer` or `dpop`) and token of an `Authorization` header:
+    RFC 6750 2.1 and RFC 9449 7.1. Any other scheme is no token at all."""
     scheme, _sep, token = (authorization or "").partition(" ")
-    token = token.strip()
-    if scheme.lower() != "bearer" or not token:
+    token, scheme = token.strip(), scheme.lower()
+    if scheme not in ("bearer", "dpop") or not token:
         return None
-    return token
+    return scheme, token
+
+
+def bound_key(verified: VerifiedAccessToken) -> str | None:
+    """The thumbprint of the DPoP key a token is bound to (RFC 9449 6.1 `cnf.jkt`)."""
+    cnf = verified.claims.get("cnf")
+    jkt = cnf.get("jkt") if isinstance(cnf, dict) else None
+    return jkt if isinstance(jkt, str) else None
 
 
 def verified_bearer(
     verifier: AccessTokenVerifier, authorization: str | None
 ) -> VerifiedAccessToken:
     """The verified access token of a Bearer header (signature, claims), else
-    InvalidToken (401, RFC 6750 3.1). Whether it is still live is the caller's
-    next question, asked of the database."""
-    token = bearer_token(authorization)
-    if token is None:
+    InvalidToken (401, RFC 6750 3.1). A DPoP-bound token is no bearer token
+    (RFC 9449 7.2: it MUST be refused as one). Whether it is still live is the
+    caller's next question, asked of the database."""
+    presented = presented_token(authorization)
+    if presented is None or presented[0] != "bearer":
         raise InvalidToken("a Bearer access token is required")
-    verified = verifier.verify(token)
+    verified = verifier.verify(presented[1])
     if verified is None:
         raise InvalidToken("the access token is invalid or expired", presented=True)
+    if bound_key(verified) is not None:
+        raise InvalidDpopToken(
+            "a DPoP-bound access token needs the DPoP scheme and a proof", proof_at_fault=False
+        )
     return verified

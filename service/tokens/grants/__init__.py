@@ -13,6 +13,7 @@ from service.accounts.clients import PUBLIC_GRANTS, Client, ClientCache, Credent
 from service.errors import InvalidRequest, UnauthorizedClient, UnsupportedGrantType
 from service.events import Caller
 from service.observability import metrics
+from service.tokens.dpop import NO_PROOF, PresentedProof
 from service.tokens.grants.base import Grant, TokenResponse
 
 __all__ = ["Grant", "TokenEndpoint", "TokenResponse"]
@@ -27,7 +28,11 @@ class TokenEndpoint:
         return await authenticate(self._clients, credentials)
 
     async def token(
-        self, form: Mapping[str, str], credentials: Credentials, caller: Caller
+        self,
+        form: Mapping[str, str],
+        credentials: Credentials,
+        caller: Caller,
+        proof: PresentedProof = NO_PROOF,
     ) -> TokenResponse:
         grant_type = form.get("grant_type")
         if grant_type is None:
@@ -41,6 +46,6 @@ class TokenEndpoint:
             client.public and grant_type not in PUBLIC_GRANTS
         ):
             raise UnauthorizedClient(f"this client may not use the {grant_type} grant")
-        response = await grant(client, form, caller)
+        response = await grant(client, form, caller, proof)
         metrics.child(metrics.TOKENS_ISSUED, grant_type).inc()
         return response

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from service.accounts.clients import Client
 from service.events import Caller
 from service.tokens.access import AccessTokenIssuer
+from service.tokens.dpop import PresentedProof
 from service.tokens.grants.base import TokenResponse
 from service.tokens.scopes import grant_scope
 
@@ -16,9 +17,10 @@ class ClientCredentialsGrant:
         self._issuer = issuer
 
     async def __call__(
-        self, client: Client, form: Mapping[str, str], caller: Caller
+        self, client: Client, form: Mapping[str, str], caller: Caller, proof: PresentedProof
     ) -> TokenResponse:
-        del caller
+        # CONTRACT 3.9 binds families; a client_credentials token has none.
+        del caller, proof
         # RFC 6749 4.4.3: "A refresh token SHOULD NOT be included."
         scope = grant_scope(form.get("scope"), client.scopes)
         issued = self._issuer.issue(

@@ -5,6 +5,10 @@ login starts a new family. Its limits (service/accounts/throttle.py): an
 attempt is reserved before its password is hashed, and it ends as exactly
 one of a success (the reservation and the username's failures are cleared in
 the login's transaction), a counted failure, or neither (released).
+
+DPoP (RFC 9449 §5, CONTRACT 3.9): a proof is verified before the attempt is
+reserved (a bad one costs no password hash), and a valid one binds the new
+family to its key; its jti is recorded in the login's transaction.
 """
 
 from __future__ import annotations
@@ -19,11 +23,12 @@ from service.accounts.throttle import Attempt, LoginFailed, LoginThrottle, Subje
 from service.accounts.users import User
 from service.db import accounts
 from service.db.pool import Database
-from service.errors import InvalidRequest
+from service.errors import InvalidDpopProof, InvalidRequest
 from service.events import Caller
+from service.tokens import dpop
 from service.tokens.access import AccessTokenIssuer
 from service.tokens.families import FamilyLimits, start_family
-from service.tokens.grants.base import TokenResponse
+from service.tokens.grants.base import TokenResponse, token_type
 from service.tokens.scopes import grant_scope
 
 MAX_USERNAME_CHARS = 255
@@ -38,6 +43,7 @@ class _Login:
     attempt: Attempt
     subjects: Subjects
     caller: Caller
+    proof: dpop.Proof | None
 
 
 class PasswordGrant:
@@ -49,7 +55,9 @@ class PasswordGrant:
         throttle: LoginThrottle,
         limits: FamilyLimits,
         issuer: AccessTokenIssuer,
+        proofs: dpop.DpopVerifier,
     ) -> None:
+        self._proofs = proofs
         self._db = database
         self._hasher = hasher
         self._throttle = throttle
@@ -57,7 +65,7 @@ class PasswordGrant:
         self._issuer = issuer
 
     async def __call__(
-        self, client: Client, form: Mapping[str, str], caller: Caller
+        self, client: Client, form: Mapping[str, str], caller: Caller, proof: dpop.PresentedProof
     ) -> TokenResponse:
         username, password = form.get("username"), form.get("password")
         if username is None or password is None:
@@ -66,9 +74,12 @@ class PasswordGrant:
             # No stored password can be this long: refused before any hashing.
             raise InvalidRequest("username or password too long")
         scope = grant_scope(form.get("scope"), client.scopes)
+        verified = self._proofs.verify(proof)
+        if verified is None and client.require_dpop:
+            raise InvalidDpopProof("this client must send a DPoP proof", reason="missing")
         subjects = Subjects(username, caller.ip)
         user, attempt = await self._throttle.reserve(subjects, caller, client.id)
-        login = _Login(client, user, attempt, subjects, caller)
+        login = _Login(client, user, attempt, subjects, caller, verified)
         try:
             return await self._log_in(login, password, scope)
         except LoginFailed:
@@ -89,7 +100,10 @@ class PasswordGrant:
         new_hash = None
         if self._hasher.needs_rehash(user.password_hash):
             new_hash = await self._hasher.hash(password)
+        jkt = None if login.proof is None else login.proof.jkt
         async with self._db.transaction() as connection:
+            if login.proof is not None:
+                await dpop.spend(connection, login.proof)
             await self._throttle.succeeded(connection, login.subjects, login.attempt)
             if new_hash is not None:
                 await accounts.set_password_hash(connection, user.id, new_hash, changed=False)
@@ -100,14 +114,18 @@ class PasswordGrant:
                 client_id=login.client.id,
                 scope=scope,
                 caller=login.caller,
+                dpop_jkt=jkt,
             )
         issued = self._issuer.issue(
             subject=str(user.id),
             client_id=login.client.client_id,
             scope=scope,
             family_id=family.family_id,
+            jkt=jkt,
         )
-        return TokenResponse(issued.token, issued.expires_in, scope, family.refresh_token)
+        return TokenResponse(
+            issued.token, issued.expires_in, scope, family.refresh_token, token_type(jkt)
+        )
 
     async def _failed(self, login: _Login, reason: str) -> LoginFailed:
         return await self._throttle.fail(

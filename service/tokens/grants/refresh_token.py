@@ -13,7 +13,8 @@ from collections.abc import Mapping
 
 from service.accounts.clients import Client
 from service.events import Caller
-from service.tokens.grants.base import TokenResponse
+from service.tokens.dpop import PresentedProof
+from service.tokens.grants.base import TokenResponse, token_type
 from service.tokens.rotation import RotationService
 
 
@@ -22,11 +23,15 @@ class RefreshTokenGrant:
         self._rotation = rotation
 
     async def __call__(
-        self, client: Client, form: Mapping[str, str], caller: Caller
+        self, client: Client, form: Mapping[str, str], caller: Caller, proof: PresentedProof
     ) -> TokenResponse:
         result = await self._rotation.refresh(
-            client, form.get("refresh_token"), form.get("scope"), caller
+            client, form.get("refresh_token"), form.get("scope"), caller, proof
         )
         return TokenResponse(
-            result.access_token, result.expires_in, result.scope, result.refresh_token
+            result.access_token,
+            result.expires_in,
+            result.scope,
+            result.refresh_token,
+            token_type(result.dpop_jkt),
         )
