@@ -106,6 +106,7 @@ def pgbench_script(client_id: str, idle_ttl: int) -> str:
         6: str(idle_ttl),
         7: f"ARRAY['{SESSION_IP}'::inet]",
         8: f"ARRAY['{SESSION_USER_AGENT}'::text]",
+        9: "ARRAY[NULL::text]",  # no DPoP proof (an unbound family)
     }
 
     def bind(match: re.Match[str]) -> str:

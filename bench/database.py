@@ -44,6 +44,19 @@ async def admin(server_url: str, sql: str) -> None:
         await connection.close()
 
 
+async def setting(server_url: str, name: str) -> str:
+    connection = await asyncpg.connect(database_url_for(server_url, "postgres"))
+    try:
+        value: str = await connection.fetchval(f"SHOW {name}")
+        return value
+    finally:
+        await connection.close()
+
+
+def postmaster_pid(data_directory: Path) -> int:
+    return int((data_directory / "postmaster.pid").read_text().split()[0])
+
+
 @dataclass
 class Postgres:
     """A server URL (any database on it) and where its processes are, for the CPU split."""
@@ -71,11 +84,18 @@ class Postgres:
 
     def pids(self) -> procs.PidSource:
         """The postmaster and its children; for an external server on this machine,
-        every `postgres` process; for a remote one, nothing."""
+        its postmaster's tree when its data directory is readable (else every
+        `postgres` process: another cluster's work counts too); for a remote
+        one, nothing."""
         if self.home is not None:
-            postmaster = int((self.home / "pgdata" / "postmaster.pid").read_text().split()[0])
-            return procs.tree(postmaster)
-        return procs.named("postgres") if is_local(self.url) else lambda: []
+            return procs.tree(postmaster_pid(self.home / "pgdata"))
+        if not is_local(self.url):
+            return lambda: []
+        try:
+            directory = asyncio.run(setting(self.url, "data_directory"))
+            return procs.tree(postmaster_pid(Path(directory)))
+        except (OSError, ValueError, IndexError, asyncpg.PostgresError):
+            return procs.named("postgres")
 
     def create_database(self, prefix: str, template: str | None = None) -> str:
         name = f"{prefix}_{uuid.uuid4().hex[:10]}"
