@@ -25,6 +25,12 @@ def parser() -> argparse.ArgumentParser:
         "--large-families", type=int, default=DEFAULTS.large_families, help="with --scale"
     )
     top.add_argument("--strict", action="store_true", help="exit 1 when a target fails")
+    top.add_argument(
+        "--topology",
+        action="store_true",
+        help="instead: /refresh and /introspect through HAProxy + PgBouncer to 1, 2, 3 "
+        "replicas, against one replica straight at PostgreSQL (bench/topology.py)",
+    )
     top.add_argument("--results", type=Path, default=RESULTS, help="folder for the JSON")
     return top
 
@@ -46,6 +52,10 @@ def options_from(argv: Sequence[str] | None) -> Options:
 
 def main(argv: Sequence[str] | None = None) -> int:
     options = options_from(argv)
+    if parser().parse_args(argv).topology:
+        from bench import topology
+
+        return topology.main(options)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     outcome = run.execute(options)
     print(report.render(outcome), flush=True)
