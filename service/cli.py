@@ -261,6 +261,7 @@ def cmd_create_client(args: argparse.Namespace, env: Mapping[str, str]) -> int:
             public=args.public,
             can_introspect=args.introspect,
             is_admin=args.admin,
+            require_dpop=args.require_dpop,
         )
 
     client, secret = asyncio.run(_with_connection(settings, work))
@@ -382,6 +383,9 @@ def parser() -> argparse.ArgumentParser:
     client.add_argument("--public", action="store_true")
     client.add_argument("--introspect", action="store_true")
     client.add_argument("--admin", action="store_true")
+    client.add_argument(
+        "--require-dpop", action="store_true", help="no login or refresh without a DPoP proof"
+    )
     client.set_defaults(run=cmd_create_client)
     user = commands.add_parser("create-user", help="password from ROTOR_PASSWORD or stdin")
     user.add_argument("--username", required=True)

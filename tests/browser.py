@@ -82,6 +82,22 @@ def missing() -> str | None:
     )
 
 
+def missing_node(test: str) -> str | None:
+    """The same line for a test that needs Node.js and the example's npm packages
+    but no browser (tests/test_dpop_interop.py: a proof made with npm's `jose`)."""
+    lacking: list[str] = []
+    steps: list[str] = []
+    if node() is None:
+        lacking.append(f"Node.js {NODE_MAJOR} or newer")
+        steps.append(NODE_WHEEL)
+    if not packages_fresh():
+        lacking.append("the example's npm packages")
+        steps.append(NPM_CI)
+    if not lacking:
+        return None
+    return f"{test} did not run: missing {', '.join(lacking)}; install with: {' && '.join(steps)}"
+
+
 def main(argv: list[str]) -> int:
     if argv == ["--packages-fresh"]:
         return 0 if packages_fresh() else 1

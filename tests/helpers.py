@@ -178,10 +178,11 @@ def server_env(database_url: str, **extra: str) -> dict[str, str]:
 
 
 async def start_rotor(
-    database_url: str, *args: str, **env: str
+    database_url: str, *args: str, port: int | None = None, **env: str
 ) -> tuple[subprocess.Popen[bytes], str]:
-    """A real `rotor serve` process on a free port, once /health/ready answers 200."""
-    port = free_port()
+    """A real `rotor serve` process on `port` (else a free one), once /health/ready
+    answers 200."""
+    port = free_port() if port is None else port
     process = subprocess.Popen(
         [str(ROTOR_SCRIPT), "serve", "--port", str(port), *args],
         env=server_env(database_url, **env),

@@ -162,6 +162,22 @@ async def test_create_public_client_has_no_secret(
     assert (printed["client_secret"], row["public"], row["secret_hash"]) == (None, True, None)
 
 
+async def test_create_client_with_require_dpop(env: dict[str, str], db: asyncpg.Connection) -> None:
+    """CONTRACT 4: --require-dpop; without it a client does not require DPoP."""
+    required = rotor(
+        "create-client", "--name", "app", "--public", "--grant", "password",
+        "--grant", "refresh_token", "--require-dpop", env=env,
+    )  # fmt: skip
+    plain = rotor("create-client", "--name", "bff", "--grant", "password", env=env)
+    assert (required.returncode, plain.returncode) == (0, 0), (required.stderr, plain.stderr)
+    rows = await db.fetch(
+        "SELECT id, require_dpop FROM clients WHERE id = ANY($1::uuid[])",
+        [json.loads(result.stdout)["client_id"] for result in (required, plain)],
+    )
+    by_id = {str(row["id"]): row["require_dpop"] for row in rows}
+    assert [by_id[json.loads(r.stdout)["client_id"]] for r in (required, plain)] == [True, False]
+
+
 async def test_public_client_with_client_credentials_is_refused(
     env: dict[str, str], db: asyncpg.Connection
 ) -> None:

@@ -28,6 +28,7 @@ from tests.helpers import (
     assert_error,
     basic,
     claims_of,
+    free_port,
     serve_in_loop,
     start_rotor,
     stop_rotor,
@@ -603,3 +604,55 @@ def test_the_thumbprint_is_rfc_7638s() -> None:
 def test_no_header_is_no_proof() -> None:
     verifier = DpopVerifier(issuer=ISSUER, window=WINDOW)
     assert verifier.verify(NO_PROOF) is None
+
+
+# --- the caller's example (docs/clients.md) ------------------------------------------------
+
+
+async def test_the_python_example_logs_in_and_refreshes_with_dpop(
+    database_url: str, db: asyncpg.Connection
+) -> None:
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from argon2 import PasswordHasher
+
+    from service.accounts.clients import create_client
+    from service.accounts.users import create_user
+
+    client, _secret = await create_client(
+        db,
+        name="app",
+        grant_types=["password", "refresh_token"],
+        scopes=["read"],
+        public=True,
+        can_introspect=False,
+        is_admin=False,
+        require_dpop=True,
+    )
+    hashed = PasswordHasher(time_cost=1, memory_cost=8192, parallelism=1).hash(PASSWORD)
+    await create_user(db, "alice", hashed)
+    port = free_port()
+    # The example's URLs are ROTOR_ISSUER's: the server's own address here.
+    process, url = await start_rotor(
+        database_url, port=port, ROTOR_ISSUER=f"http://127.0.0.1:{port}"
+    )
+    try:
+        example = Path(__file__).resolve().parents[1] / "examples" / "dpop_client.py"
+        done = await asyncio.to_thread(
+            subprocess.run,
+            [sys.executable, str(example), "--issuer", url, "--client-id", client.client_id,
+             "--username", "alice"],
+            input=PASSWORD + "\n",
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )  # fmt: skip
+    finally:
+        stop_rotor(process)
+    assert done.returncode == 0, done.stderr
+    printed = json.loads(done.stdout)
+    bound = await db.fetchval("SELECT dpop_jkt FROM token_families")
+    assert (printed["token_types"], printed["jkt"]) == (["DPoP"] * 3, bound)

@@ -189,6 +189,17 @@ async def test_a_second_prune_finds_nothing(rotor: Rotor, app: RegisteredClient)
 # --------------------------------------------------------------------------- other rows
 
 
+async def test_prune_deletes_dpop_proof_jtis_past_their_window(rotor: Rotor) -> None:
+    await rotor.db.execute(
+        "INSERT INTO dpop_proof_jtis (endpoint, jti, expires_at) VALUES "
+        "('/refresh', 'old', now() - interval '1 second'), "
+        "('/refresh', 'fresh', now() + interval '1 minute')"
+    )
+    await run_prune(rotor.db)
+    remaining = await rotor.db.fetch("SELECT jti FROM dpop_proof_jtis")
+    assert [row["jti"] for row in remaining] == ["fresh"]
+
+
 async def test_prune_deletes_revoked_jtis_past_their_expiry(rotor: Rotor) -> None:
     client = await rotor.client(grants=["client_credentials"], name="m2m")
     gateway = await rotor.client(grants=[], introspect=True, name="gateway")

@@ -2,13 +2,14 @@
 
 Deletes, in bounded batches (each its own statement), the families
 revoked or expired longer ago than the retention period, with their refresh
-tokens (ON DELETE CASCADE); revoked jtis past their expiry; login failures
-out of the window; and marks retired keys `removed` once every token they
-signed has expired. Security events are kept (they are the audit trail).
-Inside the service one process at a time prunes: a run is one transaction
-under a transaction-level advisory lock, which holds through a transaction
-pooler as well. It locks only rows that no request touches any more (families
-dead for longer than the retention).
+tokens (ON DELETE CASCADE); revoked jtis past their expiry; DPoP proof jtis
+past their window (counted in the metric only, so `rotor prune` prints what
+it did before); login failures out of the window; and marks retired keys
+`removed` once every token they signed has expired. Security events are
+kept (they are the audit trail). Inside the service one process at a time
+prunes: a run is one transaction under a transaction-level advisory lock,
+which holds through a transaction pooler as well. It locks only rows that no
+request touches any more (families dead for longer than the retention).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import contextlib
 import logging
 from dataclasses import dataclass
 
-from service.db import families, keys, locks, logins
+from service.db import dpop, families, keys, locks, logins
 from service.db.pool import Connection, Database
 from service.observability import metrics
 
@@ -50,11 +51,13 @@ async def prune(
         if deleted < batch:
             break
     jtis = await families.delete_expired_jtis(connection)
+    proof_jtis = await dpop.delete_expired_jtis(connection)
     failures = await logins.delete_older_than(connection, login_window)
     removed = await keys.remove_retired(connection, access_ttl)
     for table, count in (
         ("token_families", dead),
         ("revoked_access_tokens", jtis),
+        ("dpop_proof_jtis", proof_jtis),
         ("login_failures", failures),
     ):
         metrics.child(metrics.PRUNED, table).inc(count)
