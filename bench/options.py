@@ -19,10 +19,12 @@ class Options:
     flood_connections: int = 32
     introspect_tokens: int = 2000
     users: int = 1000
-    # The chain load: families per connection, rotated along their chains,
-    # each seeded with this many spent generations already behind it.
+    # The chain load: families per connection, rotated along their chains
+    # (160 at 32 connections), each seeded with this many spent generations
+    # behind it (0: new logins; the chains grow during the load, by over a
+    # hundred generations each in 10 s).
     chain_families_per_connection: int = 5
-    chain_history: int = 100
+    chain_history: int = 0
     # The long-chain case: one family rotated `long_chain` times by one client,
     # then `long_chain_sample` more, in turn with a fresh family's first ones.
     long_chain: int = 10_000
@@ -44,7 +46,6 @@ class Options:
             flood_connections=4,
             introspect_tokens=100,
             users=20,
-            chain_history=10,
             long_chain=200,
             long_chain_sample=50,
             small_families=1_000,

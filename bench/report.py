@@ -233,8 +233,11 @@ def render(report: Report) -> str:
         "",
     ]
     found = ratios(report)
-    for key, measured in report.scenarios.items():
-        lines.append(_row(LABELS[key], measured, _versus(found[key])))
+    ordered = [key for key in LABELS if key in report.scenarios]
+    ordered += [key for key in report.scenarios if key not in LABELS]
+    for key in ordered:
+        measured = report.scenarios[key]
+        lines.append(_row(LABELS.get(key, key), measured, _versus(found[key])))
         if measured.flood is not None:
             f = measured.flood
             lines.append(

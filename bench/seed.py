@@ -243,10 +243,13 @@ async def seed_chains(
     user_ids: list[uuid.UUID],
     count: int,
     history: int,
+    *,
+    analyze: bool = True,
 ) -> list[str]:
     """`count` families that have already rotated `history` times: generations
-    1..history spent, generation history+1 live (its token returned), vacuumed
-    and analyzed as a store that has been in use for a while would be."""
+    1..history spent, generation history+1 live (its token returned); then
+    vacuumed and analyzed, as a store in use for a while would be, unless
+    `analyze` is false (a young store: PostgreSQL has not looked at it yet)."""
     now = datetime.now(UTC)
     family_expires = now + timedelta(seconds=settings.family_max_ttl)
     token_expires = min(now + timedelta(seconds=settings.refresh_idle_ttl), family_expires)
@@ -275,8 +278,9 @@ async def seed_chains(
                 ],
                 columns=["token_hash", "family_id", "generation", "expires_at"],
             )
-        await connection.execute("VACUUM ANALYZE refresh_tokens")
-        await connection.execute("VACUUM ANALYZE token_families")
+        if analyze:
+            await connection.execute("VACUUM ANALYZE refresh_tokens")
+            await connection.execute("VACUUM ANALYZE token_families")
     finally:
         await connection.close()
     return tokens

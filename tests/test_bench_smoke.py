@@ -17,6 +17,7 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 LOADS = {
     "refresh",
+    "refresh_chain",
     "introspect",
     "client_credentials",
     "password",
@@ -63,5 +64,14 @@ def test_bench_smoke_runs_every_load_without_errors(tmp_path: Path) -> None:
             assert load["ok_per_second"] > 0, load["name"]
             assert load["errors"] == 0, (load["name"], load["result"])
             assert load["result"]["wrapped"] == 0, load["name"]
+    # The chain load never ran out of tokens (no token presented twice), and the
+    # long chain ran its rotations.
+    assert report["scenarios"]["refresh_chain"]["result"]["wrapped"] == 0
+    long_chain = report["long_chain"]
+    assert long_chain["errors"] == 0
+    assert long_chain["build"] == 200
+    assert long_chain["sample"] == 50
+    assert long_chain["p50_first_ms"] > 0
+    assert long_chain["p50_after_ms"] > 0
     errors = next(t for t in report["targets"] if t["name"].startswith("errors"))
     assert (errors["passed"], errors["value"]) == (True, 0)
