@@ -232,7 +232,10 @@ class Run:
             server, self.load(server, "refresh", data, self.accounts.app.authorization)
         )
         assert warmed is not None
-        return min(bound_rps, warmed.response_rps * WARM_MARGIN)
+        # Not bounded by the framework ceiling: measured while something else
+        # held the machine (2,287/s against 7,729/s at the end of one run), it
+        # sized too few tokens, and wrk wrapped (reuse: 1,803 errors).
+        return max(bound_rps, warmed.response_rps * WARM_MARGIN)
 
     def seed_chains(self, url: str, count: int) -> list[str]:
         return asyncio.run(
