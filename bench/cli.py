@@ -31,6 +31,11 @@ def parser() -> argparse.ArgumentParser:
         help="instead: /refresh and /introspect through HAProxy + PgBouncer to 1, 2, 3 "
         "replicas, against one replica straight at PostgreSQL (bench/topology.py)",
     )
+    top.add_argument(
+        "--dpop",
+        action="store_true",
+        help="instead: /refresh of DPoP-bound families against unbound ones (bench/dpop.py)",
+    )
     top.add_argument("--results", type=Path, default=RESULTS, help="folder for the JSON")
     return top
 
@@ -52,10 +57,15 @@ def options_from(argv: Sequence[str] | None) -> Options:
 
 def main(argv: Sequence[str] | None = None) -> int:
     options = options_from(argv)
-    if parser().parse_args(argv).topology:
+    args = parser().parse_args(argv)
+    if args.topology:
         from bench import topology
 
         return topology.main(options)
+    if args.dpop:
+        from bench import dpop
+
+        return dpop.main(options)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     outcome = run.execute(options)
     print(report.render(outcome), flush=True)

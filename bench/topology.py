@@ -6,7 +6,8 @@ the same connections, sent:
 1. straight at one `rotor serve --workers N` on PostgreSQL: the baseline;
    then the same with ROTOR_DB_POOLER=transaction, which tells the cost of
    going without a statement cache from the cost of the two proxies;
-2. through HAProxy to 1, 2 and 3 such replicas, all through PgBouncer in
+2. one replica through PgBouncer alone, and through HAProxy alone;
+3. through HAProxy to 1, 2 and 3 such replicas, all through PgBouncer in
    transaction mode (ROTOR_DB_POOLER=transaction), run with deploy/'s
    haproxy.cfg and pgbouncer.ini (tests/scaleout.py starts them).
 
@@ -65,14 +66,25 @@ class Topology:
         return [*self.server(), *self.proxies()]
 
 
+TITLE = (
+    "Rotor behind HAProxy and PgBouncer (transaction mode), against one replica straight\n"
+    "at PostgreSQL in the same run; CPU per request in ms"
+)
+
+
 @dataclass
 class TopologyReport:
     settings: dict[str, Any]
     windows: list[Window] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    # The windows every other one of the same load is a ratio to.
+    baseline_topology: str = "direct"
+    title: str = TITLE
 
     def baseline(self, load: str) -> Window:
-        return next(w for w in self.windows if w.load == load and w.topology == "direct")
+        return next(
+            w for w in self.windows if w.load == load and w.topology == self.baseline_topology
+        )
 
     def ratio(self, window: Window) -> float:
         base = self.baseline(window.load).result.rps
@@ -161,43 +173,65 @@ class TopologyRun(Run):
             server.stop()
         return report.baseline("refresh").result.response_rps
 
-    def cluster(self, report: TopologyReport, url: str, replicas: int, refresh_rps: float) -> None:
-        name = f"haproxy+pgbouncer x{replicas}"
-        workers = self.options.workers
-        log(f"{name}: starting PgBouncer, {replicas} replicas of {workers} workers, HAProxy")
+    def cluster(
+        self,
+        report: TopologyReport,
+        url: str,
+        replicas: int,
+        refresh_rps: float,
+        *,
+        balanced: bool = True,
+        pooled: bool = True,
+    ) -> None:
+        """`replicas` replicas behind HAProxy (`balanced`; else one replica, asked
+        directly), through PgBouncer (`pooled`; else straight at PostgreSQL)."""
+        assert balanced or replicas == 1
+        parts = [name for name, used in (("haproxy", balanced), ("pgbouncer", pooled)) if used]
+        name = f"{'+'.join(parts)} x{replicas}"
+        log(f"{name}: {replicas} replicas of {self.options.workers} workers")
         database = urlsplit(url).path.lstrip("/")
-        where = self.parts / f"x{replicas}"
-        pgbouncer = scaleout.PgBouncer(scaleout.Postgres.of(url), [database], where / "pgbouncer")
+        where = self.parts / name.replace("+", "-").replace(" ", "-")
+        pgbouncer = (
+            scaleout.PgBouncer(scaleout.Postgres.of(url), [database], where / "pgbouncer")
+            if pooled
+            else None
+        )
+        lb = scaleout.HAProxy([], where / "haproxy") if balanced else None
         started: list[scaleout.Replica] = []
-        lb: scaleout.HAProxy | None = None
         try:
-            asyncio.run(pgbouncer.start())
-            lb = scaleout.HAProxy([], where / "haproxy")
             env = {
                 "ROTOR_SECRET": self.env["ROTOR_SECRET"],
                 "ROTOR_LOGIN_MAX_FAILURES": self.env["ROTOR_LOGIN_MAX_FAILURES"],
-                "ROTOR_ISSUER": lb.url,
-                "ROTOR_DB_POOLER": "transaction",
                 "ROTOR_TRUSTED_PROXIES": "127.0.0.1",
             }
+            store = url
+            if pgbouncer is not None:
+                asyncio.run(pgbouncer.start())
+                store = pgbouncer.url(database)
+                env["ROTOR_DB_POOLER"] = "transaction"
             started = [
-                scaleout.Replica(
-                    pgbouncer.url(database), env, where / "replicas", workers=self.options.workers
-                )
+                scaleout.Replica(store, env, where / "replicas", workers=self.options.workers)
                 for _ in range(replicas)
             ]
             for replica in started:
+                replica.env["ROTOR_ISSUER"] = lb.url if lb is not None else replica.url
                 replica.start()
             asyncio.run(_all_ready(started))
-            lb.replicas = [replica.address for replica in started]
-            asyncio.run(lb.start())
-            assert pgbouncer.process is not None
-            assert lb.process is not None
+            proxies: list[int] = []
+            if pgbouncer is not None and pgbouncer.process is not None:
+                proxies.append(pgbouncer.process.pid)
+            base_url = started[0].url
+            if lb is not None:
+                lb.replicas = [replica.address for replica in started]
+                asyncio.run(lb.start())
+                assert lb.process is not None
+                proxies.append(lb.process.pid)
+                base_url = lb.url
             topology = Topology(
                 name,
-                lb.url,
+                base_url,
                 tree_of([r.process.pid for r in started if r.process is not None]),
-                tree_of([pgbouncer.process.pid, lb.process.pid]),
+                tree_of(proxies),
             )
             report.windows += self.loads(topology, url, refresh_rps)
         finally:
@@ -205,7 +239,8 @@ class TopologyRun(Run):
                 lb.stop()
             for replica in started:
                 replica.stop()
-            pgbouncer.stop()
+            if pgbouncer is not None:
+                pgbouncer.stop()
 
     def run_topologies(self) -> TopologyReport:
         report = TopologyReport(
@@ -221,8 +256,11 @@ class TopologyRun(Run):
         url = self.pg.url_of(self.stores.main)
         solo = self.direct(report, url)
         self.direct(report, url, pooler="transaction")
+        # Each proxy alone, then both; more replicas on the same cores may not be
+        # faster: tokens for twice the solo rate.
+        self.cluster(report, url, 1, 2 * solo, balanced=False)
+        self.cluster(report, url, 1, 2 * solo, pooled=False)
         for replicas in REPLICAS:
-            # More replicas on the same cores may not be faster; tokens for 2x the solo rate.
             self.cluster(report, url, replicas, 2 * solo)
         return report
 
@@ -237,12 +275,11 @@ async def _all_ready(replicas: list[scaleout.Replica]) -> None:
 
 def render(report: TopologyReport) -> str:
     header = (
-        f"{'load':<11} {'topology':<22} {'req/s':>8} {'÷ direct':>8} {'p99 ms':>7} "
+        f"{'load':<11} {'topology':<22} {'req/s':>8} {'÷ base':>8} {'p99 ms':>7} "
         f"{'errors':>6} {'rotor ms/req':>12} {'proxies':>8} {'postgres':>8}"
     )
     lines = [
-        "Rotor behind HAProxy and PgBouncer (transaction mode), against one replica straight",
-        f"at PostgreSQL in the same run; CPU per request in ms ({CPUS} CPUs).",
+        f"{report.title} ({CPUS} CPUs).",
         "",
         header,
         "-" * len(header),
@@ -260,12 +297,13 @@ def render(report: TopologyReport) -> str:
 def to_json(report: TopologyReport) -> dict[str, Any]:
     return {
         "settings": report.settings,
+        "baseline": report.baseline_topology,
         "windows": [
             {
                 "topology": w.topology,
                 "load": w.load,
                 "rps": w.result.rps,
-                "ratio_to_direct": report.ratio(w),
+                "ratio_to_baseline": report.ratio(w),
                 "p50_ms": w.result.p50_ms,
                 "p99_ms": w.result.p99_ms,
                 "errors": w.result.errors,

@@ -47,7 +47,7 @@ def report() -> TopologyReport:
 
 def test_each_window_is_a_ratio_to_the_direct_window_of_its_own_load() -> None:
     found = to_json(report())["windows"]
-    assert [(w["topology"], w["load"], w["ratio_to_direct"]) for w in found] == [
+    assert [(w["topology"], w["load"], w["ratio_to_baseline"]) for w in found] == [
         ("direct", "refresh", 1.0),
         ("direct", "introspect", 1.0),
         ("haproxy+pgbouncer x1", "refresh", 0.5),

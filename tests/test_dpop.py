@@ -18,6 +18,7 @@ import httpx
 import pytest
 
 from service.config import Settings
+from service.db.dpop import record_jtis
 from service.errors import InvalidDpopProof
 from service.tokens.dpop import NO_PROOF, DpopVerifier, PresentedProof
 from tests.dpop_proofs import DROP, ISSUER, DpopKey, hmac_proof, unsigned_proof
@@ -322,6 +323,40 @@ async def test_a_replayed_proof_is_refused_at_the_same_endpoint(rotor: Rotor) ->
     )
     seen = await rotor.db.fetch("SELECT endpoint FROM dpop_proof_jtis ORDER BY endpoint")
     assert [row["endpoint"] for row in seen] == ["/refresh", "/token"]
+
+
+async def test_one_batch_of_jtis_takes_the_first_of_a_repeated_one_and_refuses_the_rest(
+    rotor: Rotor,
+) -> None:
+    later = time.time() + 120
+    await record_jtis(rotor.db, [("/refresh", "seen", later)])
+    answers = await record_jtis(
+        rotor.db,
+        [
+            ("/refresh", "a", later),
+            ("/refresh", "a", later),
+            ("/token", "a", later),
+            ("/refresh", "seen", later),
+            ("/refresh", "b", later),
+        ],
+    )
+    assert answers == [True, False, True, False, True]
+
+
+async def test_the_same_proof_sent_twice_at_once_is_taken_once(rotor: Rotor) -> None:
+    key = DpopKey()
+    client, first = await bound_login(rotor, key)
+    again = await login(rotor, client, key.proof("/token"))
+    assert again.status_code == 200, again.text
+    second = again.json()
+    proof = key.proof()
+    answers = await asyncio.gather(
+        refresh(rotor, client, first["refresh_token"], proof),
+        refresh(rotor, client, second["refresh_token"], proof),
+    )
+    assert sorted(answer.status_code for answer in answers) == [200, 400]
+    refused = next(answer for answer in answers if answer.status_code == 400)
+    assert_error(refused, 400, "invalid_dpop_proof", "the DPoP proof was already used")
 
 
 async def test_a_replayed_login_proof_is_refused(rotor: Rotor) -> None:

@@ -233,7 +233,12 @@ class DpopVerifier:
 async def spend(connection: Connection, proof: Proof) -> None:
     """RFC 9449 §11.1: record the proof's jti as seen at its endpoint; a jti
     seen there before (by any process) is a replay."""
-    if not await store.record_jti(connection, proof.endpoint, proof.jti, proof.expires_at):
+    unseen(await store.record_jti(connection, proof.endpoint, proof.jti, proof.expires_at))
+
+
+def unseen(recorded: bool) -> None:
+    """The answer to a proof whose jti the store did not take: a replay."""
+    if not recorded:
         raise InvalidDpopProof("the DPoP proof was already used", reason="replayed")
 
 

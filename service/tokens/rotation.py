@@ -36,6 +36,7 @@ from dataclasses import dataclass
 import asyncpg
 
 from service.accounts.clients import Client
+from service.db import dpop as dpop_store
 from service.db import events, families
 from service.db.batch import Batcher
 from service.db.pool import Connection, Database
@@ -122,6 +123,12 @@ class RotationService:
         self._idle_ttl = idle_ttl
         self._grace = reuse_grace
         self._rotations = Batcher(database, self._rotate_all)
+        self._spent_proofs = Batcher(database, self._spend_all)
+
+    async def _spend_all(self, connection: Connection, batch: list[dpop.Proof]) -> list[bool]:
+        return await dpop_store.record_jtis(
+            connection, [(p.endpoint, p.jti, p.expires_at) for p in batch]
+        )
 
     async def _rotate_all(
         self, connection: Connection, batch: list[Presented]
@@ -177,8 +184,9 @@ class RotationService:
             if client.require_dpop:
                 raise InvalidDpopProof("this client must send a DPoP proof", reason="missing")
             return None
-        async with self._db.connection() as connection:
-            await dpop.spend(connection, proof)
+        # RFC 9449 §11.1: the jti once per endpoint, recorded with the other
+        # bound refreshes of the moment in one statement.
+        dpop.unseen(await self._spent_proofs.get(proof))
         return proof.jkt
 
     async def _refused_proof(
