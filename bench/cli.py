@@ -36,6 +36,12 @@ def parser() -> argparse.ArgumentParser:
         action="store_true",
         help="instead: /refresh of DPoP-bound families against unbound ones (bench/dpop.py)",
     )
+    top.add_argument(
+        "--peer",
+        choices=("dot",),
+        help="instead: /refresh and /introspect of Rotor and of django-oauth-toolkit "
+        "(gunicorn) on the same PostgreSQL, in the same run (bench/peer.py)",
+    )
     top.add_argument("--results", type=Path, default=RESULTS, help="folder for the JSON")
     return top
 
@@ -66,6 +72,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from bench import dpop
 
         return dpop.main(options)
+    if args.peer:
+        from bench import peer
+
+        return peer.main(options, args.peer)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     outcome = run.execute(options)
     print(report.render(outcome), flush=True)
