@@ -27,6 +27,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import math
@@ -40,6 +41,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote_plus, unquote, urlsplit
+
+import asyncpg
 
 from bench import mint, procs, wrk
 from bench.database import Postgres, socket_dir
@@ -577,12 +580,35 @@ class PeerRun(TopologyRun):
             if dot is not None:
                 dot.stop()
             rotor.stop()
+        store = asyncio.run(dot_store(self.pg.url_of(self.dot_database)))
+        report.settings["dot_store"] = store
+        seeded = sum(count for count, refresh in files.values() if refresh)
+        if store["refresh_tokens"] - seeded != store["revoked"]:
+            self.notes.append(
+                f"dot: {store['revoked']} refresh tokens revoked for "
+                f"{store['refresh_tokens'] - seeded} issued: a family was revoked (reuse)"
+            )
         report.settings["dot_server_log_tail"] = dot.log_tail(10) if dot is not None else ""
 
     def drop(self) -> None:
         super().drop()
         if self.dot_database is not None:
             self.pg.drop_database(self.dot_database)
+
+
+async def dot_store(url: str) -> dict[str, int]:
+    """DOT's refresh tokens after the loads: each rotation revokes one and issues
+    one, so revoked == issued unless reuse protection revoked a family."""
+    connection = await asyncpg.connect(url)
+    try:
+        row = await connection.fetchrow(
+            "SELECT count(*) AS refresh_tokens, count(revoked) AS revoked, "
+            "count(DISTINCT token_family) AS families FROM oauth2_provider_refreshtoken"
+        )
+    finally:
+        await connection.close()
+    assert row is not None
+    return dict(row)
 
 
 def settings_of(options: Options, versions: dict[str, str]) -> dict[str, Any]:
