@@ -71,8 +71,10 @@ OAUTH2_PROVIDER: dict[str, Any] = {
 
 TITLE = (
     "Rotor against django-oauth-toolkit (gunicorn, sync workers) on the same PostgreSQL,\n"
-    "the same wrk loads, in turn in one run; CPU per request in ms"
+    "the same wrk loads, in turn in one run; CPU per request in ms; by CPU: the peer's\n"
+    "server + PostgreSQL CPU per answer over Rotor's"
 )
+BUSY = 0.15  # share of the machine taken by other processes, as the main bench notes it
 
 
 # -- the report ------------------------------------------------------------------
@@ -96,6 +98,26 @@ class PeerReport:
             return None
         return ours.result.rps / theirs.result.rps
 
+    def cpu_ratio(self, load: str) -> float | None:
+        """The peer's CPU per answer (server + PostgreSQL) over Rotor's: what a
+        rate ratio would be on a machine of their own, and it hardly moves when
+        other processes take part of the machine, as rates do."""
+        ours, theirs = self.of(ROTOR, load), self.of(self.peer, load)
+        if ours is None or theirs is None:
+            return None
+        mine = ours.cpu_ms("server") + ours.cpu_ms("database")
+        return (theirs.cpu_ms("server") + theirs.cpu_ms("database")) / mine if mine else None
+
+    def busy(self) -> str | None:
+        """A note when other processes took over BUSY of the machine in a window."""
+        shares = [w.cost.share("other") for w in self.windows]
+        if not shares or max(shares) <= BUSY:
+            return None
+        return (
+            f"other processes took {min(shares):.0%} to {max(shares):.0%} of the CPU in the "
+            "windows: rates understate both servers; the CPU ratio holds better"
+        )
+
     def loads(self) -> list[str]:
         seen = [w.load for w in self.windows]
         return [load for load in LOADS if load in seen] + sorted(set(seen) - set(LOADS))
@@ -109,7 +131,11 @@ def rows(report: PeerReport) -> list[dict[str, Any]]:
     found = []
     for load in report.loads():
         ours, theirs = report.of(ROTOR, load), report.of(report.peer, load)
-        row: dict[str, Any] = {"load": load, "ratio": report.ratio(load)}
+        row: dict[str, Any] = {
+            "load": load,
+            "ratio": report.ratio(load),
+            "cpu_ratio": report.cpu_ratio(load),
+        }
         for name, w in ((ROTOR, ours), (report.peer, theirs)):
             row[name] = (
                 None
@@ -123,6 +149,7 @@ def rows(report: PeerReport) -> list[dict[str, Any]]:
                     "wrapped": w.result.wrapped,
                     "server_ms": w.cpu_ms("server"),
                     "database_ms": w.cpu_ms("database"),
+                    "other_share": w.cost.share("other"),
                 }
             )
         found.append(row)
@@ -133,13 +160,14 @@ def render(report: PeerReport) -> str:
     peer = report.peer.upper()
     header = (
         f"{'load':<11} {'rotor req/s':>11} {peer + ' req/s':>10} {'÷ ' + peer:>7} "
+        f"{'by CPU':>7} "
         f"{'p99 rotor':>9} {'p99 ' + peer:>8} {'err rotor':>9} {'err ' + peer:>8} "
         f"{'srv ms rotor':>12} {'srv ms ' + peer:>11} {'db ms rotor':>11} {'db ms ' + peer:>10}"
     )
     lines = [f"{report.title} ({CPUS} CPUs).", "", header, "-" * len(header)]
     for row in rows(report):
         ours, theirs = row[ROTOR], row[report.peer]
-        ratio = row["ratio"]
+        ratio, by_cpu = row["ratio"], row["cpu_ratio"]
 
         def get(side: dict[str, Any] | None, key: str, form: str) -> str:
             return "-" if side is None else format(side[key], form)
@@ -147,12 +175,14 @@ def render(report: PeerReport) -> str:
         lines.append(
             f"{row['load']:<11} {get(ours, 'rps', ',.0f'):>11} {get(theirs, 'rps', ',.0f'):>10} "
             f"{'-' if ratio is None else format(ratio, '.2f'):>7} "
+            f"{'-' if by_cpu is None else format(by_cpu, '.2f'):>7} "
             f"{get(ours, 'p99_ms', '.1f'):>9} {get(theirs, 'p99_ms', '.1f'):>8} "
             f"{get(ours, 'errors', 'd'):>9} {get(theirs, 'errors', 'd'):>8} "
             f"{get(ours, 'server_ms', '.3f'):>12} {get(theirs, 'server_ms', '.3f'):>11} "
             f"{get(ours, 'database_ms', '.3f'):>11} {get(theirs, 'database_ms', '.3f'):>10}"
         )
-    lines += [f"note: {note}" for note in report.notes]
+    busy = report.busy()
+    lines += [f"note: {note}" for note in [*report.notes, *([busy] if busy else [])]]
     return "\n".join(lines)
 
 
@@ -187,6 +217,7 @@ def to_json(report: PeerReport) -> dict[str, Any]:
             for w in report.windows
         ],
         "notes": report.notes,
+        "busy": report.busy(),
     }
 
 

@@ -76,16 +76,8 @@ def test_the_ratio_counts_2xx_only_and_errors_are_shown_for_each() -> None:
     found.windows[1] = window("dot", "refresh", 1_000, 15.0, non_2xx=500)
     assert found.ratio("refresh") == 40.0
     assert found.errors() == 500
-    assert table_row(found, "refresh")[:8] == [
-        "refresh",
-        "2,000",
-        "50",
-        "40.00",
-        "20.0",
-        "20.0",
-        "0",
-        "500",
-    ]
+    expected = ["refresh", "2,000", "50", "40.00", "24.29", "20.0", "20.0", "0", "500"]
+    assert table_row(found, "refresh")[:9] == expected
 
 
 def test_the_table_has_a_row_per_load_and_the_notes() -> None:
@@ -98,12 +90,34 @@ def test_the_table_has_a_row_per_load_and_the_notes() -> None:
     assert lines[-1] == "note: dot refresh: wrk ran out of distinct tokens (1x)"
 
 
+def test_the_cpu_ratio_is_dots_server_and_database_cpu_per_answer_over_rotors() -> None:
+    found = report()
+    # refresh: Rotor (12 + 2) s over 20,000 answers = 0.7 ms, DOT (15 + 2) s over 1,000 = 17 ms;
+    # introspect: 0.4 ms and 9 ms.
+    assert round(found.cpu_ratio("refresh") or 0, 4) == round(17 / 0.7, 4)
+    assert table_row(found, "refresh")[4] == "24.29"
+    assert [round(row["cpu_ratio"], 2) for row in rows(found)] == [24.29, 22.5]
+
+
+def test_a_busy_machine_is_noted() -> None:
+    found = report()
+    assert found.busy() is None
+    other = found.windows[1].cost
+    busy = replace(other, cpu_seconds={**other.cpu_seconds, "other": 14.0})  # 70% of 2 x 10 s
+    found.windows[1] = replace(found.windows[1], cost=busy)
+    assert render(found).splitlines()[-1] == (
+        "note: other processes took 0% to 70% of the CPU in the windows: "
+        "rates understate both servers; the CPU ratio holds better"
+    )
+    assert to_json(found)["busy"] == found.busy()
+
+
 def test_a_load_measured_on_one_side_only_has_no_ratio() -> None:
     found = report()
     found.windows = found.windows[:3]
     assert found.ratio("introspect") is None
     assert rows(found)[1]["dot"] is None
-    assert table_row(found, "introspect")[:4] == ["introspect", "4,000", "-", "-"]
+    assert table_row(found, "introspect")[:5] == ["introspect", "4,000", "-", "-", "-"]
 
 
 def test_the_json_has_the_rows_the_windows_and_the_settings() -> None:
