@@ -629,17 +629,23 @@ class PeerRun(TopologyRun):
 
 async def dot_store(url: str) -> dict[str, int]:
     """DOT's refresh tokens after the loads: each rotation revokes one and issues
-    one, so revoked == issued unless reuse protection revoked a family."""
+    one, so revoked == issued unless reuse protection revoked a family; and the
+    connections made to its database."""
     connection = await asyncpg.connect(url)
     try:
         row = await connection.fetchrow(
             "SELECT count(*) AS refresh_tokens, count(revoked) AS revoked, "
             "count(DISTINCT token_family) AS families FROM oauth2_provider_refreshtoken"
         )
+        # Connections ever made to DOT's database (PostgreSQL 14+): about one per
+        # gunicorn worker plus the set-up's when CONN_MAX_AGE keeps them.
+        sessions = await connection.fetchval(
+            "SELECT sessions FROM pg_stat_database WHERE datname = current_database()"
+        )
     finally:
         await connection.close()
     assert row is not None
-    return dict(row)
+    return {**dict(row), "sessions": int(sessions or 0)}
 
 
 def settings_of(options: Options, versions: dict[str, str]) -> dict[str, Any]:
