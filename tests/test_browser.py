@@ -488,7 +488,9 @@ def test_a_stolen_cookie_replayed_after_the_grace_window_ends_the_family_for_bot
     family_ends = at(rotation["expires_at"])
     idle = int(STACKS["short"]["ROTOR_REFRESH_IDLE_TTL"])
     assert at(rotation["chain"][1]["issued_at"]) + idle > family_ends
-    assert family_ends - 2 <= r["rotatedSealedExp"] <= family_ends
+    # Never past Rotor's end; short of it by the login's own time at most, since
+    # the app counts from before it sent the login (seconds on a loaded machine).
+    assert family_ends - 5 <= r["rotatedSealedExp"] <= family_ends
     assert r["rotatedSealedExp"] - 1 <= r["rotatedCookie"]["expires"] <= r["rotatedSealedExp"] + 0.5
 
     # The thief's copy, past the grace window: reuse, the family ends, the thief is out.
