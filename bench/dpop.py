@@ -14,11 +14,7 @@ PostgreSQL.
 from __future__ import annotations
 
 import asyncio
-import json
 import math
-import shutil
-import tempfile
-from datetime import UTC, datetime
 from pathlib import Path
 
 import asyncpg
@@ -27,7 +23,7 @@ from bench import wrk
 from bench.options import Options
 from bench.run import TOKEN_MARGIN, log
 from bench.servers import Server, start_rotor
-from bench.topology import Topology, TopologyReport, TopologyRun, Window, render, to_json
+from bench.topology import Topology, TopologyReport, TopologyRun, Window, run_and_report
 from tests.dpop_proofs import DpopKey
 
 UNBOUND = "unbound"
@@ -64,7 +60,7 @@ class DpopRun(TopologyRun):
         lines = [f"{token} {key.proof(htu=htu)}" for token in tokens]
         return self.lines("refresh-dpop", lines)
 
-    def run_loads(self) -> TopologyReport:
+    def measure_all(self) -> TopologyReport:
         o = self.options
         report = TopologyReport(
             {"workers": o.workers, "connections": o.connections, "duration": o.duration},
@@ -116,25 +112,4 @@ class DpopRun(TopologyRun):
 
 
 def main(options: Options) -> int:
-    wrk.require_wrk()
-    from bench.database import Postgres
-
-    pg = Postgres.start()
-    work = Path(tempfile.mkdtemp(prefix="rotor-bench-"))
-    run: DpopRun | None = None
-    try:
-        run = DpopRun(options, pg, work)
-        report = run.run_loads()
-    finally:
-        if run is not None:
-            run.drop()
-        pg.stop()
-        shutil.rmtree(work, ignore_errors=True)
-    print(render(report), flush=True)
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    options.results.mkdir(parents=True, exist_ok=True)
-    path = options.results / f"dpop-{stamp}{'-smoke' if options.smoke else ''}.json"
-    path.write_text(json.dumps(to_json(report), indent=2) + "\n")
-    print(f"\nResults: {path}")
-    errors = sum(w.result.errors for w in report.windows)
-    return 1 if options.strict and errors else 0
+    return run_and_report(options, DpopRun, "dpop")

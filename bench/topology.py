@@ -185,64 +185,35 @@ class TopologyRun(Run):
     ) -> None:
         """`replicas` replicas behind HAProxy (`balanced`; else one replica, asked
         directly), through PgBouncer (`pooled`; else straight at PostgreSQL)."""
-        assert balanced or replicas == 1
-        parts = [name for name, used in (("haproxy", balanced), ("pgbouncer", pooled)) if used]
-        name = f"{'+'.join(parts)} x{replicas}"
+        used = [name for name, on in (("haproxy", balanced), ("pgbouncer", pooled)) if on]
+        name = f"{'+'.join(used)} x{replicas}"
         log(f"{name}: {replicas} replicas of {self.options.workers} workers")
-        database = urlsplit(url).path.lstrip("/")
-        where = self.parts / name.replace("+", "-").replace(" ", "-")
-        pgbouncer = (
-            scaleout.PgBouncer(scaleout.Postgres.of(url), [database], where / "pgbouncer")
-            if pooled
-            else None
+        parts = asyncio.run(
+            scaleout.start(
+                url,
+                urlsplit(url).path.lstrip("/"),
+                self.parts / name.replace("+", "-").replace(" ", "-"),
+                replicas=replicas,
+                pooled=pooled,
+                balanced=balanced,
+                workers=self.options.workers,
+                own_issuer=True,
+                ROTOR_SECRET=self.env["ROTOR_SECRET"],
+                ROTOR_LOGIN_MAX_FAILURES=self.env["ROTOR_LOGIN_MAX_FAILURES"],
+            )
         )
-        lb = scaleout.HAProxy([], where / "haproxy") if balanced else None
-        started: list[scaleout.Replica] = []
         try:
-            env = {
-                "ROTOR_SECRET": self.env["ROTOR_SECRET"],
-                "ROTOR_LOGIN_MAX_FAILURES": self.env["ROTOR_LOGIN_MAX_FAILURES"],
-                "ROTOR_TRUSTED_PROXIES": "127.0.0.1",
-            }
-            store = url
-            if pgbouncer is not None:
-                asyncio.run(pgbouncer.start())
-                store = pgbouncer.url(database)
-                env["ROTOR_DB_POOLER"] = "transaction"
-            started = [
-                scaleout.Replica(store, env, where / "replicas", workers=self.options.workers)
-                for _ in range(replicas)
-            ]
-            for replica in started:
-                replica.env["ROTOR_ISSUER"] = lb.url if lb is not None else replica.url
-                replica.start()
-            asyncio.run(_all_ready(started))
-            proxies: list[int] = []
-            if pgbouncer is not None and pgbouncer.process is not None:
-                proxies.append(pgbouncer.process.pid)
-            base_url = started[0].url
-            if lb is not None:
-                lb.replicas = [replica.address for replica in started]
-                asyncio.run(lb.start())
-                assert lb.process is not None
-                proxies.append(lb.process.pid)
-                base_url = lb.url
             topology = Topology(
                 name,
-                base_url,
-                tree_of([r.process.pid for r in started if r.process is not None]),
-                tree_of(proxies),
+                parts.url,
+                tree_of([r.process.pid for r in parts.replicas if r.process is not None]),
+                tree_of(parts.proxy_pids()),
             )
             report.windows += self.loads(topology, url, refresh_rps)
         finally:
-            if lb is not None:
-                lb.stop()
-            for replica in started:
-                replica.stop()
-            if pgbouncer is not None:
-                pgbouncer.stop()
+            parts.stop()
 
-    def run_topologies(self) -> TopologyReport:
+    def measure_all(self) -> TopologyReport:
         report = TopologyReport(
             {
                 "workers_per_replica": self.options.workers,
@@ -267,10 +238,6 @@ class TopologyRun(Run):
     def drop(self) -> None:
         super().drop()
         shutil.rmtree(self.parts, ignore_errors=True)
-
-
-async def _all_ready(replicas: list[scaleout.Replica]) -> None:
-    await asyncio.gather(*(replica.ready() for replica in replicas))
 
 
 def render(report: TopologyReport) -> str:
@@ -318,11 +285,9 @@ def to_json(report: TopologyReport) -> dict[str, Any]:
     }
 
 
-def main(options: Options) -> int:
-    missing = scaleout.missing()
-    if missing:
-        print(missing)
-        return 2
+def run_and_report(options: Options, kind: type[TopologyRun], name: str) -> int:
+    """Set up as the main bench does, run `kind`'s loads, print the table and
+    write the JSON as `<name>-<stamp>.json`; with --strict, 1 on any error."""
     wrk.require_wrk()
     from bench.database import Postgres
 
@@ -330,8 +295,8 @@ def main(options: Options) -> int:
     work = Path(tempfile.mkdtemp(prefix="rotor-bench-"))
     run: TopologyRun | None = None
     try:
-        run = TopologyRun(options, pg, work)
-        report = run.run_topologies()
+        run = kind(options, pg, work)
+        report = run.measure_all()
     finally:
         if run is not None:
             run.drop()
@@ -340,8 +305,16 @@ def main(options: Options) -> int:
     print(render(report), flush=True)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     options.results.mkdir(parents=True, exist_ok=True)
-    path = options.results / f"topology-{stamp}{'-smoke' if options.smoke else ''}.json"
+    path = options.results / f"{name}-{stamp}{'-smoke' if options.smoke else ''}.json"
     path.write_text(json.dumps(to_json(report), indent=2) + "\n")
     print(f"\nResults: {path}")
     errors = sum(w.result.errors for w in report.windows)
     return 1 if options.strict and errors else 0
+
+
+def main(options: Options) -> int:
+    missing = scaleout.missing()
+    if missing:
+        print(missing)
+        return 2
+    return run_and_report(options, TopologyRun, "topology")

@@ -30,6 +30,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import httpx
@@ -317,55 +318,93 @@ class HAProxy:
 
 @dataclass
 class Cluster:
-    lb: HAProxy
-    replicas: list[Replica]
-    pgbouncer: PgBouncer | None
+    """Replicas, behind HAProxy (`lb`) or asked directly, through PgBouncer
+    (`pgbouncer`) or straight at PostgreSQL."""
+
+    replicas: list[Replica] = field(default_factory=list)
+    lb: HAProxy | None = None
+    pgbouncer: PgBouncer | None = None
+
+    @property
+    def url(self) -> str:
+        """Where clients send requests: the balancer, else the one replica."""
+        return self.lb.url if self.lb is not None else self.replicas[0].url
+
+    def proxy_pids(self) -> list[int]:
+        return [
+            part.process.pid
+            for part in (self.pgbouncer, self.lb)
+            if part is not None and part.process is not None
+        ]
+
+    def stop(self) -> None:
+        if self.lb is not None:
+            self.lb.stop()
+        for replica in self.replicas:
+            replica.stop()
+        if self.pgbouncer is not None:
+            self.pgbouncer.stop()
 
 
-@asynccontextmanager
-async def cluster(
+async def start(
     postgres_url: str,
     database: str,
     workdir: Path,
     *,
     replicas: int = 3,
     pooled: bool = True,
+    balanced: bool = True,
     workers: int = 2,
+    own_issuer: bool = False,
     **env: str,
-) -> AsyncIterator[Cluster]:
-    """`replicas` Rotor processes behind HAProxy, through PgBouncer in transaction
-    mode (`pooled`) or straight at PostgreSQL."""
-    pgbouncer = (
-        PgBouncer(Postgres.of(postgres_url), [database], workdir / "pgbouncer") if pooled else None
-    )
-    started: list[Replica] = []
-    lb: HAProxy | None = None
+) -> Cluster:
+    """`replicas` Rotor processes behind HAProxy (`balanced`; else one replica),
+    through PgBouncer in transaction mode (`pooled`) or straight at PostgreSQL.
+    With `own_issuer` the issuer is the URL clients use (else the tests' one).
+    What started is stopped again if a later part fails to start."""
+    assert balanced or replicas == 1
+    parts = Cluster()
+    if balanced:
+        parts.lb = HAProxy([], workdir / "haproxy")
     try:
-        if pgbouncer is not None:
-            await pgbouncer.start()
-            url = pgbouncer.url(database)
+        if pooled:
+            parts.pgbouncer = PgBouncer(
+                Postgres.of(postgres_url), [database], workdir / "pgbouncer"
+            )
+            await parts.pgbouncer.start()
+            url = parts.pgbouncer.url(database)
             env = {"ROTOR_DB_POOLER": "transaction", **env}
         else:
             from tests.helpers import database_url_for
 
             url = database_url_for(postgres_url, database)
         env = {"ROTOR_TRUSTED_PROXIES": "127.0.0.1", **env}
-        started = [
-            Replica(url, env, workdir / "replicas", workers=workers) for _ in range(replicas)
-        ]
-        for replica in started:
+        for _ in range(replicas):
+            replica = Replica(url, dict(env), workdir / "replicas", workers=workers)
+            if own_issuer:
+                replica.env["ROTOR_ISSUER"] = parts.lb.url if parts.lb else replica.url
+            parts.replicas.append(replica)
             replica.start()
-        await asyncio.gather(*(replica.ready() for replica in started))
-        lb = HAProxy([replica.address for replica in started], workdir / "haproxy")
-        await lb.start()
-        yield Cluster(lb, started, pgbouncer)
+        await asyncio.gather(*(replica.ready() for replica in parts.replicas))
+        if parts.lb is not None:
+            parts.lb.replicas = [replica.address for replica in parts.replicas]
+            await parts.lb.start()
+    except BaseException:
+        parts.stop()
+        raise
+    return parts
+
+
+@asynccontextmanager
+async def cluster(
+    postgres_url: str, database: str, workdir: Path, **options: Any
+) -> AsyncIterator[Cluster]:
+    """`start`'s cluster, stopped on the way out."""
+    parts = await start(postgres_url, database, workdir, **options)
+    try:
+        yield parts
     finally:
-        if lb is not None:
-            lb.stop()
-        for replica in started:
-            replica.stop()
-        if pgbouncer is not None:
-            pgbouncer.stop()
+        parts.stop()
 
 
 def main() -> int:
