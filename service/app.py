@@ -30,7 +30,7 @@ from service.admin.sessions import SessionAdmin
 from service.config import Settings, log_level
 from service.db.pool import Database
 from service.http.edge import Edge
-from service.http.plugin import RAW_PATHS, RotorPlugin
+from service.http.plugin import RAW_PATHS, RAW_SCHEMAS, RotorPlugin
 from service.http.raw import MAX_BODY_BYTES, document
 from service.http.state import Services
 from service.observability.logs import configure_logging
@@ -171,7 +171,7 @@ def create_app(
     app = RotorApp(
         plugins=[plugin], deadline=settings.db_timeout, request_max_body_size=MAX_BODY_BYTES
     )
-    document(app, RAW_PATHS)
+    document(app, RAW_PATHS, RAW_SCHEMAS)
     return app
 
 

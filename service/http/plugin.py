@@ -12,7 +12,7 @@ from litestar import Litestar
 from litestar.config.app import AppConfig
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin
-from litestar.openapi.spec import Components, PathItem, SecurityScheme
+from litestar.openapi.spec import Components, PathItem, Schema, SecurityScheme
 from litestar.plugins import InitPluginProtocol
 from litestar.plugins.prometheus import PrometheusController
 
@@ -30,11 +30,17 @@ from service.http.refresh import REFRESH_PATH, refresh_endpoint
 from service.http.revocation import revoke
 from service.http.sessions import SessionsController
 from service.http.state import Services
-from service.http.token import token
+from service.http.token import TOKEN_BODY_SCHEMA, TOKEN_PATH, token_endpoint
 
 # The raw endpoints' entries of the OpenAPI document (Litestar documents
 # declared handlers only): service/http/raw.py `document`.
-RAW_PATHS: dict[str, PathItem] = {"/refresh": REFRESH_PATH, "/introspect": INTROSPECT_PATH}
+RAW_PATHS: dict[str, PathItem] = {
+    "/token": TOKEN_PATH,
+    "/refresh": REFRESH_PATH,
+    "/introspect": INTROSPECT_PATH,
+}
+# The schemas they refer to that no declared handler puts in the components.
+RAW_SCHEMAS: dict[str, Schema] = {"TokenBody": TOKEN_BODY_SCHEMA}
 
 
 class MetricsController(PrometheusController):
@@ -67,7 +73,7 @@ class RotorPlugin(InitPluginProtocol):
     def on_app_init(self, app_config: AppConfig) -> AppConfig:
         app_config.route_handlers.extend(
             [
-                token,
+                token_endpoint,
                 refresh_endpoint,
                 introspect_endpoint,
                 revoke,

@@ -1,12 +1,14 @@
-"""The two hot endpoints (/refresh, /introspect) as plain ASGI route handlers.
+"""The hot endpoints (/token, /refresh, /introspect) as plain ASGI route handlers.
 
-Every client refreshes every few minutes and a gateway may introspect on every
-request it passes, so these two skip what Litestar does per request for a
-declared handler (signature model, kwargs, response object): measured on this
-project's 2-core machine, that pipeline costs about as much as uvicorn and
-Litestar's routing together. They are still Litestar routes: routed by it,
-behind the same edge and exception handlers (an OAuthError raised here is
-answered exactly as from any other endpoint). What Litestar would have done
+Every client refreshes every few minutes, services ask /token for their
+access tokens, and a gateway may introspect on every request it passes, so
+these skip what Litestar does per request for a declared handler (signature
+model, kwargs, response object): measured on this project's 2-core machine,
+that pipeline costs about as much as uvicorn and Litestar's routing together
+(for /token, a fifth of a client_credentials request's worker CPU:
+bench/README.md, "Profile of the hot paths"). They are still Litestar
+routes: routed by it, behind the same edge and exception handlers (an
+OAuthError raised here is answered exactly as from any other endpoint). What Litestar would have done
 for them is here, once: the body size limit, POST only (405 with Allow), the
 JSON answer, and their entries in the OpenAPI document (see `document`).
 """
@@ -21,7 +23,7 @@ from litestar import Litestar, Request
 from litestar.exceptions import MethodNotAllowedException
 from litestar.exceptions.http_exceptions import ClientException, RequestEntityTooLarge
 from litestar.handlers import ASGIRouteHandler, asgi
-from litestar.openapi.spec import PathItem
+from litestar.openapi.spec import PathItem, Schema
 
 MAX_BODY_BYTES = 64 * 1024
 ALLOW_POST = "OPTIONS, POST"
@@ -73,7 +75,13 @@ async def _answer(send: Any, status: int, body: bytes, headers: list[tuple[bytes
     await send({"type": "http.response.body", "body": body})
 
 
-def document(app: Litestar, paths: dict[str, PathItem]) -> None:
-    """Litestar documents declared handlers only: add these paths' entries to the
-    document the app serves at /schema (and `rotor openapi` prints)."""
+def document(
+    app: Litestar, paths: dict[str, PathItem], schemas: dict[str, Schema] | None = None
+) -> None:
+    """Litestar documents declared handlers only: add these paths' entries, and
+    the component schemas they refer to, to the document the app serves at
+    /schema (and `rotor openapi` prints)."""
     app.openapi_schema.paths = {**(app.openapi_schema.paths or {}), **paths}
+    if schemas:
+        components = app.openapi_schema.components
+        components.schemas = {**(components.schemas or {}), **schemas}
