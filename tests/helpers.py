@@ -25,7 +25,7 @@ from joserfc import jwt
 from joserfc.jwk import KeySet
 from litestar.testing import AsyncTestClient
 
-from service.accounts.clients import create_client
+from service.accounts.clients import Client, create_client
 from service.accounts.users import create_user
 from service.app import create_app
 from service.config import Settings
@@ -205,6 +205,32 @@ async def start_rotor(
                 process.kill()
                 raise AssertionError(f"{url} did not become ready")
             await asyncio.sleep(0.1)
+
+
+async def app_and_user(
+    db: asyncpg.Connection,
+    *,
+    name: str = "app",
+    username: str = "alice",
+    public: bool = False,
+    require_dpop: bool = False,
+) -> tuple[Client, dict[str, str]]:
+    """A password and refresh_token client (scope read) and a user with PASSWORD,
+    written straight to the database, for tests that run real `rotor serve`
+    processes; the client and its HTTP Basic header (empty for a public one)."""
+    client, secret = await create_client(
+        db,
+        name=name,
+        grant_types=["password", "refresh_token"],
+        scopes=["read"],
+        public=public,
+        can_introspect=False,
+        is_admin=False,
+        require_dpop=require_dpop,
+    )
+    hashed = Argon2(time_cost=1, memory_cost=8192, parallelism=1).hash(PASSWORD)
+    await create_user(db, username, hashed)
+    return client, ({} if secret is None else basic(client.client_id, secret))
 
 
 def stop_rotor(process: subprocess.Popen[bytes]) -> None:

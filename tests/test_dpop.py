@@ -26,8 +26,8 @@ from tests.helpers import (
     PASSWORD,
     RegisteredClient,
     Rotor,
+    app_and_user,
     assert_error,
-    basic,
     claims_of,
     free_port,
     serve_in_loop,
@@ -461,25 +461,8 @@ async def test_twenty_simultaneous_refreshes_each_with_its_own_proof(
 async def test_a_proof_used_at_one_process_is_refused_by_another(
     database_url: str, db: asyncpg.Connection
 ) -> None:
-    from argon2 import PasswordHasher
-
-    from service.accounts.clients import create_client
-    from service.accounts.users import create_user
-    from tests.helpers import server_env  # noqa: F401 - the processes' environment
-
-    client, secret = await create_client(
-        db,
-        name="mobile",
-        grant_types=["password", "refresh_token"],
-        scopes=["read"],
-        public=False,
-        can_introspect=False,
-        is_admin=False,
-    )
-    assert secret is not None
-    hashed = PasswordHasher(time_cost=1, memory_cost=8192, parallelism=1).hash(PASSWORD)
-    await create_user(db, "alice", hashed)
-    auth = list(basic(client.client_id, secret).items())
+    _, basic_auth = await app_and_user(db, name="mobile")
+    auth = list(basic_auth.items())
     key = DpopKey()
     started = [await start_rotor(database_url), await start_rotor(database_url)]
     try:
@@ -651,23 +634,7 @@ async def test_the_python_example_logs_in_and_refreshes_with_dpop(
     import sys
     from pathlib import Path
 
-    from argon2 import PasswordHasher
-
-    from service.accounts.clients import create_client
-    from service.accounts.users import create_user
-
-    client, _secret = await create_client(
-        db,
-        name="app",
-        grant_types=["password", "refresh_token"],
-        scopes=["read"],
-        public=True,
-        can_introspect=False,
-        is_admin=False,
-        require_dpop=True,
-    )
-    hashed = PasswordHasher(time_cost=1, memory_cost=8192, parallelism=1).hash(PASSWORD)
-    await create_user(db, "alice", hashed)
+    client, _ = await app_and_user(db, public=True, require_dpop=True)
     port = free_port()
     # The example's URLs are ROTOR_ISSUER's: the server's own address here.
     process, url = await start_rotor(

@@ -14,8 +14,7 @@ from contextlib import asynccontextmanager
 import httpx
 import pytest
 
-from service.accounts.clients import create_client
-from tests.helpers import PASSWORD, basic, start_rotor, stop_rotor
+from tests.helpers import PASSWORD, app_and_user, start_rotor, stop_rotor
 
 ROUNDS = 10
 CONCURRENT = 20
@@ -34,24 +33,7 @@ async def rotor_processes(database_url: str, count: int, grace: int) -> AsyncIte
 
 
 async def _race(database_url: str, db, grace: int) -> list[Counter[int]]:
-    client, secret = await create_client(
-        db,
-        name="race",
-        grant_types=["password", "refresh_token"],
-        scopes=["read"],
-        public=False,
-        can_introspect=False,
-        is_admin=False,
-    )
-    assert secret is not None
-    auth = basic(client.client_id, secret)
-    from argon2 import PasswordHasher
-
-    password_hash = PasswordHasher(time_cost=1, memory_cost=8192, parallelism=1).hash(PASSWORD)
-    await db.execute(
-        "INSERT INTO users (id, username, password_hash) VALUES (gen_random_uuid(), 'racer', $1)",
-        password_hash,
-    )
+    _, auth = await app_and_user(db, name="race", username="racer")
     results = []
     async with (
         rotor_processes(database_url, 2, grace) as urls,

@@ -40,11 +40,10 @@ from urllib.parse import urlsplit
 import asyncpg
 import httpx
 import pytest
-from argon2 import PasswordHasher
 
 from service.accounts.clients import create_client
 from tests import scaleout
-from tests.helpers import PASSWORD, basic
+from tests.helpers import PASSWORD, app_and_user, basic
 
 REQUIRED = os.environ.get("ROTOR_SCALEOUT_TEST") == "required"
 MISSING = scaleout.missing()
@@ -89,15 +88,7 @@ class Accounts:
 
 
 async def accounts(db: asyncpg.Connection, username: str = "racer") -> Accounts:
-    client, secret = await create_client(
-        db,
-        name="app",
-        grant_types=["password", "refresh_token"],
-        scopes=["read"],
-        public=False,
-        can_introspect=True,
-        is_admin=False,
-    )
+    _, auth = await app_and_user(db, username=username)
     admin, admin_secret = await create_client(
         db,
         name="operator",
@@ -107,15 +98,8 @@ async def accounts(db: asyncpg.Connection, username: str = "racer") -> Accounts:
         can_introspect=True,
         is_admin=True,
     )
-    assert secret is not None
     assert admin_secret is not None
-    password_hash = PasswordHasher(time_cost=1, memory_cost=8192, parallelism=1).hash(PASSWORD)
-    await db.execute(
-        "INSERT INTO users (id, username, password_hash) VALUES (gen_random_uuid(), $1, $2)",
-        username,
-        password_hash,
-    )
-    return Accounts(basic(client.client_id, secret), username, basic(admin.client_id, admin_secret))
+    return Accounts(auth, username, basic(admin.client_id, admin_secret))
 
 
 async def login(http: httpx.AsyncClient, url: str, who: Accounts) -> httpx.Response:
@@ -166,13 +150,13 @@ async def test_simultaneous_refreshes_through_the_balancer_rotate_once(
         httpx.AsyncClient(timeout=30) as http,
     ):
         for _ in range(ROUNDS):
-            signed_in = await login(http, parts.lb.url, who)
+            signed_in = await login(http, parts.url, who)
             assert signed_in.status_code == 200, signed_in.text
             token = signed_in.json()["refresh_token"]
             responses = await asyncio.gather(
                 *(
                     http.post(
-                        f"{parts.lb.url}/refresh", headers=who.auth, json={"refresh_token": token}
+                        f"{parts.url}/refresh", headers=who.auth, json={"refresh_token": token}
                     )
                     for _ in range(CONCURRENT)
                 )
@@ -207,19 +191,19 @@ async def test_simultaneous_refreshes_through_the_balancer_rotate_once(
     assert await torn_families(db) == {"spent without a successor": 0, "two live tokens": 0}
 
 
-async def replicas_that_served(parts: scaleout.Cluster) -> int:
-    """Replicas whose /metrics count a /refresh (each process of a replica
-    reports the replica's whole count, ROTOR's multiprocess metrics)."""
+async def replicas_that_served(parts: scaleout.Cluster, path: str = "/refresh") -> int:
+    """Replicas whose /metrics count a request to `path` (each process of a
+    replica reports the replica's whole count: multiprocess metrics)."""
     served = 0
     async with httpx.AsyncClient(timeout=10) as http:
         for replica in parts.replicas:
             text = (await http.get(f"{replica.url}/metrics")).text
-            lines = [
-                line
+            if any(
+                line.startswith("rotor_http_requests_total")
+                and f'path="{path}"' in line
+                and float(line.rsplit(" ", 1)[1]) > 0
                 for line in text.splitlines()
-                if line.startswith("rotor_http_requests_total") and 'path="/refresh"' in line
-            ]
-            if any(float(line.rsplit(" ", 1)[1]) > 0 for line in lines):
+            ):
                 served += 1
     return served
 
@@ -306,7 +290,7 @@ async def test_the_login_limit_is_exact_across_replicas(
         responses = await asyncio.gather(
             *(
                 http.post(
-                    f"{parts.lb.url}/token",
+                    f"{parts.url}/token",
                     headers=who.auth,
                     data={
                         "grant_type": "password",
@@ -317,7 +301,7 @@ async def test_the_login_limit_is_exact_across_replicas(
                 for n in range(LOGIN_LIMIT + 1)
             )
         )
-        served = await replicas_that_served_logins(parts)
+        served = await replicas_that_served(parts, "/token")
     statuses = sorted(response.status_code for response in responses)
     assert statuses == [400] * LOGIN_LIMIT + [429]
     assert {r.json()["error"] for r in responses if r.status_code == 400} == {"invalid_grant"}
@@ -326,21 +310,6 @@ async def test_the_login_limit_is_exact_across_replicas(
     )
     assert counted == LOGIN_LIMIT
     assert served >= 2
-
-
-async def replicas_that_served_logins(parts: scaleout.Cluster) -> int:
-    served = 0
-    async with httpx.AsyncClient(timeout=10) as http:
-        for replica in parts.replicas:
-            text = (await http.get(f"{replica.url}/metrics")).text
-            if any(
-                line.startswith("rotor_http_requests_total")
-                and 'path="/token"' in line
-                and float(line.rsplit(" ", 1)[1]) > 0
-                for line in text.splitlines()
-            ):
-                served += 1
-    return served
 
 
 # ---- failover: a replica lost, a replica stopped, the pooler restarted ------------------
@@ -402,7 +371,7 @@ async def test_a_replica_killed_under_load_is_taken_out_and_tears_no_family(
     who = await accounts(db)
     async with scaleout.cluster(server_url, database_name(database_url), workdir) as parts:
         victim = parts.replicas[1]
-        load = Load(parts.lb.url, who)
+        load = Load(parts.url, who)
         async with load.running():
             await asyncio.sleep(2)
             killed_at = time.monotonic()
@@ -439,7 +408,7 @@ async def test_a_replica_stopped_with_sigterm_drains_with_no_failed_request(
         ROTOR_SHUTDOWN_DELAY=str(SHUTDOWN_DELAY),
     ) as parts:
         leaving = parts.replicas[0]
-        load = Load(parts.lb.url, who)
+        load = Load(parts.url, who)
         async with load.running():
             await asyncio.sleep(1.5)
             leaving.signal(signal.SIGTERM)
@@ -462,7 +431,7 @@ async def test_pgbouncer_restarted_under_load_gives_503_with_retry_after_then_re
     who = await accounts(db)
     async with scaleout.cluster(server_url, database_name(database_url), workdir) as parts:
         assert parts.pgbouncer is not None
-        load = Load(parts.lb.url, who)
+        load = Load(parts.url, who)
         async with load.running():
             await asyncio.sleep(1.5)
             stopped_at = time.monotonic()
