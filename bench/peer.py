@@ -548,9 +548,9 @@ class PeerRun(TopologyRun):
         self, project: DotProject, url: str, files: dict[str, tuple[int, bool]]
     ) -> dict[str, Path]:
         minted = {name: Path(path) for name, path in project.seed(files=files).items()}
-        # Else autovacuum comes for the fresh rows in a later window (Rotor's,
-        # in one run: its database CPU per rotation doubled); a store in
-        # service has its statistics.
+        # Else autovacuum probably comes for the fresh rows in a later window
+        # (Rotor's database CPU per rotation was 3 to 4 times higher in three
+        # runs without this); a store in service has its statistics.
         asyncio.run(vacuum_analyze(url, DOT_TABLES))
         return minted
 
