@@ -8,9 +8,10 @@ that pipeline costs about as much as uvicorn and Litestar's routing together
 (for /token, a fifth of a client_credentials request's worker CPU:
 bench/README.md, "Profile of the hot paths"). They are still Litestar
 routes: routed by it, behind the same edge and exception handlers (an
-OAuthError raised here is answered exactly as from any other endpoint). What Litestar would have done
-for them is here, once: the body size limit, POST only (405 with Allow), the
-JSON answer, and their entries in the OpenAPI document (see `document`).
+OAuthError raised here is answered exactly as from any other endpoint). What
+Litestar would have done for them is here, once: the body size limit, POST
+only (405 with Allow), the JSON answer, and their entries in the OpenAPI
+document (see `document`).
 """
 
 from __future__ import annotations
