@@ -30,7 +30,9 @@ LOADS = {
 }
 
 
-MISSING = None if shutil.which("wrk") else "the bench smoke test did not run: apt-get install -y wrk"
+MISSING = (
+    None if shutil.which("wrk") else "the bench smoke test did not run: apt-get install -y wrk"
+)
 if MISSING:
     if os.environ.get("ROTOR_BENCH_TEST") == "required":
         pytest.fail(MISSING, pytrace=False)
