@@ -421,15 +421,24 @@ async def access_token_states(
 
 
 # Live refresh tokens among these hashes (`i` their position; absent: inactive).
+# As in ROTATE_SQL, the checks are evaluated in a materialized CTE that goes
+# from each hash to its token, family and user by primary key: with them in
+# the WHERE clause, the generic plan made on a young store read every live
+# token of the store through uq_refresh_tokens_live_family_id for each batch
+# (320 families: "Rows Removed by Join Filter: 2552" for a batch of 8).
 REFRESH_STATE_SQL = f"""
-SELECT q.i, t.family_id, f.client_id, f.user_id, f.scope, f.dpop_jkt, u.username,
-       floor(extract(epoch FROM t.issued_at))::bigint AS iat,
-       floor(extract(epoch FROM least(t.expires_at, f.expires_at)))::bigint AS exp
-FROM unnest($1::bytea[]) WITH ORDINALITY AS q(token_hash, i)
-JOIN refresh_tokens t ON t.token_hash = q.token_hash
-JOIN token_families f ON f.id = t.family_id
-JOIN users u ON u.id = f.user_id
-WHERE {live_token("t")} AND {family_open("f", "u")}
+WITH found AS MATERIALIZED (
+    SELECT q.i, t.family_id, f.client_id, f.user_id, f.scope, f.dpop_jkt, u.username,
+           floor(extract(epoch FROM t.issued_at))::bigint AS iat,
+           floor(extract(epoch FROM least(t.expires_at, f.expires_at)))::bigint AS exp,
+           ({live_token("t")} AND {family_open("f", "u")}) AS live
+    FROM unnest($1::bytea[]) WITH ORDINALITY AS q(token_hash, i)
+    JOIN refresh_tokens t ON t.token_hash = q.token_hash
+    JOIN token_families f ON f.id = t.family_id
+    JOIN users u ON u.id = f.user_id
+)
+SELECT i, family_id, client_id, user_id, scope, dpop_jkt, username, iat, exp
+FROM found WHERE live
 """
 
 
