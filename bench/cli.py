@@ -37,6 +37,12 @@ def parser() -> argparse.ArgumentParser:
         help="instead: /refresh of DPoP-bound families against unbound ones (bench/dpop.py)",
     )
     top.add_argument(
+        "--split",
+        action="store_true",
+        help="instead: each hot path's worker CPU served by uvicorn and called in "
+        "process, against the minimal app's (bench/split.py)",
+    )
+    top.add_argument(
         "--peer",
         choices=("dot",),
         help="instead: /refresh and /introspect of Rotor and of django-oauth-toolkit "
@@ -72,6 +78,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from bench import dpop
 
         return dpop.main(options)
+    if args.split:
+        from bench import split
+
+        return split.main(options)
     if args.peer:
         from bench import peer
 

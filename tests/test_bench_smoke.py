@@ -1,5 +1,6 @@
 """The benchmark still runs end to end (`python -m bench --smoke --scale`: the
-same code paths as `python -m bench --scale`, one second per load). Its figures
+same code paths as `python -m bench --scale`, one second per load), and so does
+`--split`. Their figures
 are not judged here: timings belong to the bench, never to the suite; only that
 every load ran, answered without errors and was reported.
 
@@ -85,3 +86,32 @@ def test_bench_smoke_runs_every_load_without_errors(tmp_path: Path) -> None:
     assert long_chain["p50_after_ms"] > 0
     errors = next(t for t in report["targets"] if t["name"].startswith("errors"))
     assert (errors["passed"], errors["value"]) == (True, 0)
+
+
+def test_bench_split_measures_each_hot_path_both_ways(tmp_path: Path) -> None:
+    """`python -m bench --split --smoke`: every row served and in process, with
+    no error in its loads (a refused request would make its CPU meaningless)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "ROTOR_SECRET")}
+    done = subprocess.run(
+        [sys.executable, "-m", "bench", "--split", "--smoke", "--results", str(tmp_path)],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    (path,) = tmp_path.glob("split-*-smoke.json")
+    report = json.loads(path.read_text())
+    names = [row["name"] for row in report["rows"]]
+    assert names == ["minimal app", "/refresh", "/introspect", "/token client_credentials"]
+    for row in report["rows"]:
+        assert row["served_us"] > 0, row
+        assert row["in_process_us"] > 0, row
+        assert row["served_rps"] > 0, row
+    assert report["signing_alg"] == "ES256"
+    assert report["sign_us"] > 0
+    assert report["verify_us"] > 0
+    assert report["notes"] == []
+    assert "HTTP serving" in done.stdout
